@@ -1,0 +1,265 @@
+"""Tests of imp_jax.masks: pure mask utilities over arbitrary pytrees."""
+
+import math
+
+import chex
+import flax.linen as nn
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from hypothesis import given, settings
+
+from imp_jax import masks
+
+SETTINGS = settings(max_examples=12, deadline=None)
+
+
+@st.composite
+def param_trees(draw):
+    """Random nested dicts of kernels (2-4 dims) and biases, with random values."""
+    n_layers = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    tree = {}
+    for i in range(n_layers):
+        ndim = draw(st.integers(2, 4))
+        shape = tuple(draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim)))
+        tree[f"layer{i}"] = {"kernel": jnp.asarray(rng.normal(size=shape), jnp.float32),
+                             "bias": jnp.asarray(rng.normal(size=shape[-1:]), jnp.float32)}
+    return tree
+
+
+def _flat_kernels(tree):
+    return np.concatenate([np.asarray(v["kernel"]).ravel() for v in tree.values()])
+
+
+@given(param_trees(), st.sampled_from([0.0, 0.1, 0.2, 0.5, 0.9]), st.integers(1, 5))
+@SETTINGS
+def test_counts_follow_ceil_rule_and_pruned_stays_pruned(params, fraction, rounds):
+    mask = masks.ones_like(params)
+    expected = masks.count(mask)["total"]
+    for _ in range(rounds):
+        new = masks.prune_global(params, mask, fraction)
+        expected -= math.ceil(fraction * expected)
+        assert int(masks.count(new)["remaining"]) == expected
+        # Monotone: nothing pruned comes back.
+        for old, cur in zip(jax.tree_util.tree_leaves(mask), jax.tree_util.tree_leaves(new),
+                            strict=True):
+            assert not np.any(np.asarray(cur) & ~np.asarray(old))
+        mask = new
+    # Biases are never pruned.
+    for layer in mask.values():
+        assert np.all(np.asarray(layer["bias"]))
+
+
+@given(param_trees(), st.sampled_from([0.2, 0.5, 0.8]))
+@SETTINGS
+def test_global_pruning_removes_smallest_magnitudes_across_layers(params, fraction):
+    mask = masks.prune_global(params, masks.ones_like(params), fraction)
+    w = np.abs(_flat_kernels(params))
+    kept = np.concatenate([np.asarray(v["kernel"]).ravel() for v in mask.values()])
+    if (~kept).any() and kept.any():
+        assert w[~kept].max() <= w[kept].min()
+    assert (~kept).sum() == math.ceil(fraction * w.size)
+
+
+def test_global_ranking_uses_raw_magnitudes_not_per_layer():
+    params = {"small": {"kernel": jnp.full((4, 4), 0.01)},
+              "large": {"kernel": jnp.arange(1.0, 17.0).reshape(4, 4)}}
+    mask = masks.prune_global(params, masks.ones_like(params), 0.5)
+    assert not np.asarray(mask["small"]["kernel"]).any()
+    assert np.asarray(mask["large"]["kernel"]).all()
+
+
+def test_exact_count_with_ties_and_zeros():
+    params = {"a": {"kernel": jnp.ones((10, 10))}, "b": {"kernel": jnp.zeros((3, 3))}}
+    mask = masks.prune_global(params, masks.ones_like(params), 0.25)
+    assert int(masks.count(mask)["remaining"]) == 109 - math.ceil(0.25 * 109)
+    assert not np.asarray(mask["b"]["kernel"]).any()  # zeros go first
+
+
+def test_fraction_is_exact_for_decimal_fractions():
+    # 0.2 * 45200 must give 9040 (float32 arithmetic would risk 9041).
+    params = {"a": {"kernel": jnp.asarray(np.random.default_rng(0).normal(size=(452, 100)))}}
+    mask = masks.prune_global(params, masks.ones_like(params), 0.2)
+    assert int(masks.count(mask)["remaining"]) == 45200 - 9040
+
+
+@given(param_trees(), st.sampled_from([0.2, 0.5]))
+@settings(max_examples=6, deadline=None)
+def test_jit_and_vmap_match_eager(params, fraction):
+    mask = masks.ones_like(params)
+    eager = masks.prune_global(params, mask, fraction)
+    jitted = jax.jit(masks.prune_global, static_argnums=(2, 3))(params, mask, fraction,
+                                                                 masks.DEFAULT_SPEC)
+    chex.assert_trees_all_equal(eager, jitted)
+    stacked_p = jax.tree_util.tree_map(lambda x: jnp.stack([x, -2 * x, x[::-1]]), params)
+    stacked_m = jax.tree_util.tree_map(lambda x: jnp.stack([x] * 3), mask)
+    batched = jax.vmap(lambda p, m: masks.prune_global(p, m, fraction))(stacked_p, stacked_m)
+    for i in range(3):
+        one = jax.tree_util.tree_map(lambda x, i=i: x[i], stacked_p)
+        chex.assert_trees_all_equal(jax.tree_util.tree_map(lambda x, i=i: x[i], batched),
+                                    masks.prune_global(one, mask, fraction))
+
+
+def test_vmap_with_ties_matches_eager():
+    params = {"a": {"kernel": jnp.stack([jnp.ones((4, 5)), jnp.arange(20.0).reshape(4, 5)])}}
+    mask = {"a": {"kernel": jnp.ones((2, 4, 5), bool)}}
+    batched = jax.vmap(lambda p, m: masks.prune_global(p, m, 0.3))(params, mask)
+    for i in range(2):
+        one = jax.tree_util.tree_map(lambda x, i=i: x[i], params)
+        expected = masks.prune_global(one, masks.ones_like(one), 0.3)
+        chex.assert_trees_all_equal(batched["a"]["kernel"][i], expected["a"]["kernel"])
+
+
+@given(param_trees(), st.sampled_from([0.2, 0.5]))
+@SETTINGS
+def test_layerwise_prunes_same_fraction_per_layer(params, fraction):
+    mask = masks.prune_layerwise(params, masks.ones_like(params), fraction)
+    for name, layer in mask.items():
+        w = np.abs(np.asarray(params[name]["kernel"])).ravel()
+        kept = np.asarray(layer["kernel"]).ravel()
+        assert (~kept).sum() == math.ceil(fraction * w.size)
+        if (~kept).any() and kept.any():
+            assert w[~kept].max() <= w[kept].min()
+
+
+def test_random_pruning_counts_and_key_dependence():
+    params = {"a": {"kernel": jnp.ones((20, 30))}, "b": {"kernel": jnp.ones((30, 10))}}
+    mask = masks.ones_like(params)
+    m1 = masks.prune_random_global(jax.random.key(0), mask, 0.2)
+    m2 = masks.prune_random_global(jax.random.key(1), mask, 0.2)
+    assert int(masks.count(m1)["remaining"]) == 900 - 180
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(m1),
+                                                        jax.tree_util.tree_leaves(m2), strict=True))
+    m3 = masks.prune_random_layerwise(jax.random.key(0), m1, 0.5)
+    per = masks.count(m3)["per_leaf"]
+    r1 = masks.count(m1)["per_leaf"]
+    for path, (remaining, _) in per.items():
+        assert int(remaining) == int(r1[path][0]) - math.ceil(0.5 * int(r1[path][0]))
+    assert not np.any(np.asarray(m3["a"]["kernel"]) & ~np.asarray(m1["a"]["kernel"]))
+
+
+def test_count_per_leaf_and_sparsity():
+    params = {"d0": {"kernel": jnp.ones((784, 50)), "bias": jnp.ones(50)},
+              "d1": {"kernel": jnp.ones((50, 100))}, "d2": {"kernel": jnp.ones((100, 10))}}
+    c = masks.count(masks.ones_like(params))
+    assert c["total"] == 45_200  # the study's count for 784-50-100-10
+    assert float(c["sparsity"]) == 0.0
+    assert c["per_leaf"]["d0/kernel"][1] == 784 * 50
+    spec = masks.PrunableSpec(exclude=(r"^d2/",))
+    assert masks.count(masks.ones_like(params), spec)["total"] == 45_200 - 1000
+
+
+def test_exclusion_by_path_keeps_layer_dense():
+    rng = np.random.default_rng(1)
+    params = {"d0": {"kernel": jnp.asarray(rng.normal(size=(8, 8)))},
+              "d1": {"kernel": jnp.asarray(1e-3 * rng.normal(size=(8, 2)))}}
+    spec = masks.PrunableSpec(exclude=(r"^d1/",))
+    mask = masks.prune_global(params, masks.ones_like(params), 0.5, spec)
+    assert np.asarray(mask["d1"]["kernel"]).all()
+    assert int(np.asarray(mask["d0"]["kernel"]).sum()) == 32
+    assert spec.paths(params) == ["d0/kernel"]
+
+
+def test_overlap():
+    a = {"w": jnp.array([[True, True, False, False]])}
+    b = {"w": jnp.array([[True, False, True, False]])}
+    assert float(masks.overlap(a, a)) == 1.0
+    np.testing.assert_allclose(float(masks.overlap(a, b)), 1 / 3)
+
+
+def test_apply_mask_zeros_exactly_and_keeps_dtype():
+    params = {"w": jnp.ones((2, 3), jnp.bfloat16), "b": jnp.ones(3)}
+    mask = {"w": jnp.array([[True, False, True], [False, True, True]]), "b": jnp.ones(3, bool)}
+    out = masks.apply_mask(params, mask)
+    assert out["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(out["w"], np.float32),
+                                  np.asarray(mask["w"], np.float32))
+
+
+@pytest.mark.parametrize("inner", [optax.sgd(0.1, momentum=0.9),
+                                   optax.adamw(1e-2, weight_decay=1e-2),
+                                   optax.chain(optax.add_decayed_weights(1e-4),
+                                               optax.sgd(0.1, momentum=0.9, nesterov=True))])
+def test_masked_optimizer_never_revives_pruned_weights(inner):
+    rng = np.random.default_rng(0)
+    params = {"k": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32), "b": jnp.zeros(5)}
+    mask = masks.prune_global(params, masks.ones_like(params), 0.5)
+    params = masks.apply_mask(params, mask)
+    opt = masks.masked_optimizer(inner)
+    state = opt.init(params)
+    x = jnp.asarray(rng.normal(size=(16, 6)), jnp.float32)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(lambda p: jnp.sum((x @ p["k"] + p["b"]) ** 2))(params)
+        updates, state = opt.update(grads, state, params, masks=mask)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(200):
+        params, state = step(params, state)
+    pruned = ~np.asarray(mask["k"])
+    assert np.all(np.asarray(params["k"])[pruned] == 0.0)
+    assert np.any(np.asarray(params["k"])[~pruned] != 0.0)
+
+
+def test_masked_optimizer_requires_mask():
+    opt = masks.masked_optimizer(optax.sgd(0.1))
+    params = {"k": jnp.ones((2, 2))}
+    with pytest.raises(ValueError, match="masks="):
+        opt.update(params, opt.init(params), params)
+
+
+def test_works_on_flax_params():
+    model = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(3)])
+    params = model.init(jax.random.key(0), jnp.ones((1, 8)))["params"]
+    spec = masks.PrunableSpec(exclude=(r"layers_2/",))
+    assert spec.paths(params) == ["layers_0/kernel"]
+    mask = masks.prune_global(params, masks.ones_like(params), 0.2, spec)
+    assert int(masks.count(mask, spec)["remaining"]) == 128 - math.ceil(0.2 * 128)
+    out = model.apply({"params": masks.apply_mask(params, mask)}, jnp.ones((2, 8)))
+    assert out.shape == (2, 3)
+
+
+def test_orbax_roundtrip_of_state_with_masks(tmp_path):
+    params = {"d": {"kernel": jnp.arange(12.0).reshape(3, 4), "bias": jnp.ones(4)}}
+    mask = masks.prune_global(params, masks.ones_like(params), 0.5)
+    state = {"params": params, "masks": mask, "step": jnp.int32(7)}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(tmp_path / "ckpt", state)
+    with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore(tmp_path / "ckpt", state)
+    chex.assert_trees_all_equal(restored, state)
+    assert restored["masks"]["d"]["kernel"].dtype == jnp.bool_
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5, float("nan")])
+def test_bad_fraction(fraction):
+    params = {"w": jnp.ones((3, 3))}
+    with pytest.raises(ValueError, match=r"fraction must be a number in \[0, 1\)"):
+        masks.prune_global(params, masks.ones_like(params), fraction)
+
+
+def test_mismatched_mask():
+    params = {"w": jnp.ones((3, 3))}
+    with pytest.raises(ValueError, match="tree structure"):
+        masks.prune_global(params, {"v": jnp.ones((3, 3), bool)}, 0.2)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\), expected the param's shape \(3, 3\)"):
+        masks.apply_mask(params, {"w": jnp.ones((3, 2), bool)})
+    with pytest.raises(ValueError, match="expected bool"):
+        masks.apply_mask(params, {"w": jnp.ones((3, 3))})
+
+
+def test_exclusion_matching_nothing_and_nothing_prunable():
+    params = {"d0": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}}
+    with pytest.raises(ValueError, match="matches no prunable leaf"):
+        masks.prune_global(params, masks.ones_like(params), 0.2, masks.PrunableSpec(("bias",)))
+    with pytest.raises(ValueError, match="nothing to prune"):
+        masks.prune_global({"b": jnp.ones(3)}, {"b": jnp.ones(3, bool)}, 0.2)
+    with pytest.raises(ValueError, match="sequence of patterns"):
+        masks.PrunableSpec(exclude="d0")
