@@ -1,0 +1,62 @@
+"""Runs (or resumes) one IMP run.
+
+    python -m experiments.run --config=configs/mnist_noise.py [--workdir=DIR]
+    python -m experiments.run --config=configs/mnist_noise.py:smoke --config.imp.levels=3
+
+Every config field can be overridden as ``--config.a.b=value``. Without ``--workdir`` the run
+directory is ``runs/<name>-<hash of the results-determining fields>``, so running the same command
+again resumes the run, or reports it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from imp_jax import config as config_lib
+from imp_jax import imp
+from imp_jax.rundir import RunDirError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (default: derived from the config).")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config) -> str:
+    """``runs/<name>-<fingerprint>``: the same config always maps to the same directory."""
+    return os.path.join("runs", f"{config.name}-{config_lib.fingerprint(config)}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    absl_logging.get_absl_handler().setFormatter(
+        logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    absl_logging.set_verbosity(absl_logging.INFO)
+    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = _CONFIG.value
+    try:
+        config_lib.validate(config)  # before anything is created on disk
+        workdir = _WORKDIR.value or default_workdir(config)
+        logging.info("run directory: %s", workdir)
+        summary = imp.run(config, workdir)
+    except (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
+                 summary["best_level"], summary["effective_parameters"],
+                 summary["best_test_error"], summary["dense_test_error"])
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

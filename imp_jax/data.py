@@ -1,0 +1,294 @@
+"""Datasets as in-memory numpy arrays: tensorflow-datasets loading, mixtures, label noise.
+
+Every dataset the study uses fits in memory, so it is loaded whole once and the training loop
+slices device arrays; TensorFlow is only used here, to read (and if needed prepare) tfds files,
+and is kept off the GPUs. Randomness comes from one data key, split into independent streams with
+``fold_in``: the noisy labels depend on that key only, never on a model's seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+
+from imp_jax import mixtures
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
+
+DATASETS = ("mnist", "fashion_mnist", "mixture_linear", "mixture_xor")
+
+# Per-channel (mean, std) of the training images scaled to [0, 1], as in OpenLTH.
+NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+}
+
+# fold_in indices of the data key's independent random streams.
+_STREAMS = {
+    "split": 0,
+    "train_noise": 1,
+    "val_noise": 2,
+    "test_noise": 3,
+    "mixture_train": 4,
+    "mixture_test": 5,
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A dataset in memory. Labels are int32; inputs float32 and normalised.
+
+    Attributes:
+      x_train, y_train: training inputs and the labels training uses (noisy).
+      y_train_clean: the training labels before noise.
+      corrupted: bool (n_train,), True where ``y_train`` differs from ``y_train_clean``.
+      x_test, y_test: test inputs and clean labels.
+      y_test_noisy: the test labels noised like the training labels (for calibration).
+      num_classes: number of classes.
+      name: the dataset's name (one of ``DATASETS``).
+      x_val, y_val: validation split carved from the training set, labels noised like training
+        labels; None when none was requested.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    y_train_clean: np.ndarray
+    corrupted: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    y_test_noisy: np.ndarray
+    num_classes: int
+    name: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, e.g. (28, 28, 1)."""
+        return tuple(self.x_train.shape[1:])
+
+
+def _stream(key: jax.Array, name: str) -> jax.Array:
+    return jax.random.fold_in(key, _STREAMS[name])
+
+
+def _host_rng(key: jax.Array) -> np.random.Generator:
+    # Index bookkeeping happens on the host, on numpy arrays: a numpy generator seeded by the
+    # key avoids an XLA compilation for every new array shape (slower than the work itself).
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)))
+
+
+def add_label_noise(
+    key: jax.Array, labels: np.ndarray, fraction: float, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replaces the labels of ``round(fraction * n)`` random examples by uniform random labels.
+
+    The examples are chosen without replacement, and each new label is drawn uniformly over all
+    ``num_classes`` classes, so about 1/num_classes of the chosen keep their label (the study's
+    semantics). Returns ``(noisy_labels, changed)`` with ``changed = noisy_labels != labels``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"label noise fraction must be in [0, 1], got {fraction}")
+    if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
+        raise ValueError(
+            f"labels must lie in [0, num_classes={num_classes}), "
+            f"got values in [{labels.min()}, {labels.max()}]"
+        )
+    count = round(fraction * len(labels))
+    rng = _host_rng(key)
+    noisy = labels.copy()
+    noisy[rng.permutation(len(labels))[:count]] = rng.integers(0, num_classes, count)
+    return noisy, noisy != labels
+
+
+def _import_tfds() -> ModuleType:
+    """Imports tensorflow-datasets, with TensorFlow kept off every GPU."""
+    import tensorflow as tf
+
+    # TensorFlow would otherwise reserve the GPUs' memory and starve JAX. It raises if its
+    # devices are already initialised in this process; then it is too late to change anything.
+    with contextlib.suppress(RuntimeError):
+        tf.config.set_visible_devices([], "GPU")
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    return tfds
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -> None:
+    """Prepares ``builder``'s dataset: from the archives in ``manual_dir`` (no network), or
+    downloaded by tensorflow-datasets when ``manual_dir`` is None."""
+    import tensorflow_datasets as tfds  # already imported, TensorFlow set up, by load_tfds
+
+    if manual_dir is not None:
+        archives = {
+            info.filename or url.rsplit("/", 1)[-1]: url
+            for url, info in (builder.url_infos or {}).items()
+        }
+        # tfds would try to download each missing archive, retrying for minutes on an offline
+        # machine: fail at once instead, saying where the archives come from.
+        missing = [f for f in archives if not (Path(manual_dir) / f).exists()]
+        if missing:
+            sources = "; ".join(f"{f} from {archives[f]}" for f in missing)
+            raise ValueError(
+                f"dataset {builder.name!r} is not prepared in {builder.data_dir} and "
+                f"{manual_dir} lacks {missing}. Download its archives ({sources}) into that "
+                "folder, or leave manual_dir empty to let tensorflow-datasets download them."
+            )
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    builder.download_and_prepare(download_config=config)
+
+
+def load_tfds(
+    name: str, *, data_dir: str | Path | None = None, manual_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Loads a tfds image-classification dataset whole: raw uint8 images (N, H, W, C), int32 labels.
+
+    Returns ``(x_train, y_train, x_test, y_test, num_classes)``. A dataset not yet prepared in
+    ``data_dir`` (tfds' default when None) is prepared from the original archives in
+    ``manual_dir`` (ValueError if they are not there), or downloaded when it is None.
+    """
+    tfds = _import_tfds()
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        _prepare(builder, manual_dir)
+
+    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
+        # Large batches, joined; as fast as batch_size=-1, which sizes its one batch by the
+        # split's recorded size and so aborts the process on tfds' mock data (size unknown).
+        ds = builder.as_dataset(split=split, batch_size=4096, as_supervised=True)
+        images, labels = zip(*tfds.as_numpy(ds), strict=True)
+        return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+    x_train, y_train = read("train")
+    x_test, y_test = read("test")
+    label_key = builder.info.supervised_keys[1]
+    return x_train, y_train, x_test, y_test, builder.info.features[label_key].num_classes
+
+
+def normalise_images(
+    images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+) -> np.ndarray:
+    """Scales uint8 images (..., C) to [0, 1], then standardises each channel; float32."""
+    scaled = images.astype(np.float32) / 255.0
+    return (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def _split_indices(
+    key: jax.Array, n: int, train_subset: int, validation_size: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices of the training examples kept and of the validation examples."""
+    if train_subset < 0 or validation_size < 0:
+        raise ValueError(
+            f"train_subset and validation_size must be >= 0, got {train_subset}, {validation_size}"
+        )
+    # At least one training example must remain besides the validation split.
+    if validation_size + (train_subset or 1) > n:
+        raise ValueError(
+            f"train_subset={train_subset} with validation_size={validation_size} asks for more "
+            f"than the {n} training examples of {name}"
+        )
+    if not train_subset and not validation_size:
+        return np.arange(n), np.arange(0)
+    order = _host_rng(key).permutation(n)
+    rest = order[validation_size:]
+    train = rest[:train_subset] if train_subset else rest
+    return np.sort(train), np.sort(order[:validation_size])
+
+
+def load_dataset(
+    name: str,
+    *,
+    key: jax.Array,
+    label_noise: float = 0.0,
+    data_dir: str | Path | None = None,
+    manual_dir: str | Path | None = None,
+    train_subset: int = 0,
+    validation_size: int = 0,
+    mixture_nu: float | None = None,
+    mixture_dim: int = 100,
+    mixture_train: int = 10_000,
+    mixture_test: int = 5_000,
+) -> Dataset:
+    """Loads dataset ``name`` (one of ``DATASETS``) with a fraction ``label_noise`` of noisy labels.
+
+    Args:
+      name: ``mnist``, ``fashion_mnist`` (via tfds; see :func:`load_tfds` for ``data_dir`` and
+        ``manual_dir``), ``mixture_linear`` or ``mixture_xor`` (see :mod:`imp_jax.mixtures`).
+      key: the data key; the subset, validation split, noisy labels and mixture samples all
+        derive from it alone.
+      label_noise: fraction of training (and validation) labels replaced by uniform random ones,
+        see :func:`add_label_noise`; the test labels stay clean, ``y_test_noisy`` gets the same.
+      train_subset: if > 0, keep only this many random training examples.
+      validation_size: if > 0, carve this many random examples off the training set (before the
+        noise, then noised like training labels) into ``x_val, y_val``.
+      mixture_nu: the mixtures' mean scale (required for them); mixture_dim their dimension;
+        mixture_train / mixture_test their sizes.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}")
+    if name.startswith("mixture_"):
+        if mixture_nu is None:
+            raise ValueError(f"mixture_nu (the mean scale nu) is required for {name}")
+        task = name.removeprefix("mixture_")
+        x_train, y_train = mixtures.sample(
+            _stream(key, "mixture_train"), task, mixture_nu, mixture_train, mixture_dim
+        )
+        x_test, y_test = mixtures.sample(
+            _stream(key, "mixture_test"), task, mixture_nu, mixture_test, mixture_dim
+        )
+        num_classes = mixtures.NUM_CLASSES
+    else:
+        x_train, y_train, x_test, y_test, num_classes = load_tfds(
+            name, data_dir=data_dir, manual_dir=manual_dir
+        )
+
+    train, val = _split_indices(
+        _stream(key, "split"), len(y_train), train_subset, validation_size, name
+    )
+    x_val, y_val = x_train[val], y_train[val]
+    x_train, y_train = x_train[train], y_train[train]
+    if name in NORMALISATION:  # after subsetting: only the kept images are converted
+        x_train, x_val, x_test = (
+            normalise_images(x, *NORMALISATION[name]) for x in (x_train, x_val, x_test)
+        )
+
+    noisy_train, corrupted = add_label_noise(
+        _stream(key, "train_noise"), y_train, label_noise, num_classes
+    )
+    noisy_test, _ = add_label_noise(_stream(key, "test_noise"), y_test, label_noise, num_classes)
+    if validation_size:
+        y_val, _ = add_label_noise(_stream(key, "val_noise"), y_val, label_noise, num_classes)
+    return Dataset(
+        x_train=x_train,
+        y_train=noisy_train,
+        y_train_clean=y_train,
+        corrupted=corrupted,
+        x_test=x_test,
+        y_test=y_test,
+        y_test_noisy=noisy_test,
+        num_classes=num_classes,
+        name=name,
+        x_val=x_val if validation_size else None,
+        y_val=y_val if validation_size else None,
+    )

@@ -1,0 +1,399 @@
+"""The prune-retrain driver: levels, rewinding, checkpoints and resuming.
+
+Level 0 trains the dense network from its initialisation; the rewind point (the initial state, or
+the state after k steps) is saved once. Every later level prunes the previous level's trained
+weights, rewinds the survivors, rebuilds the optimizer state and retrains. After each level one
+metrics row per replicate is appended to ``metrics.jsonl``. All replicates run as one vmapped
+program, and every level reuses the same compiled functions (masks are inputs, not constants).
+
+A run killed at any point resumes from its last checkpoint when started again with the same
+config and run directory: finished levels are never redone and rows never duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from imp_jax import config as config_lib
+from imp_jax import data as data_lib
+from imp_jax import masks as masks_lib
+from imp_jax import metrics as metrics_lib
+from imp_jax import models, train
+from imp_jax.checkpoints import Checkpoints
+from imp_jax.rundir import RunDir, write_json
+
+PyTree = Any
+log = logging.getLogger(__name__)
+
+_PRUNE_FNS: dict[str, Callable[..., PyTree]] = {
+    "magnitude_global": lambda p, m, key, f, spec: masks_lib.prune_global(p, m, f, spec),
+    "magnitude_layerwise": lambda p, m, key, f, spec: masks_lib.prune_layerwise(p, m, f, spec),
+    "random_global": lambda p, m, key, f, spec: masks_lib.prune_random_global(key, m, f, spec),
+    "random_layerwise": lambda p, m, key, f, spec: masks_lib.prune_random_layerwise(
+        key, m, f, spec),
+}
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything a run needs besides its state: data on device, the trainer, the pruning rule."""
+
+    config: ml_collections.ConfigDict
+    dataset: data_lib.Dataset
+    trainer: train.Trainer
+    spec: masks_lib.PrunableSpec
+    x_train: jax.Array
+    y_train: jax.Array  # (replicates, n_train)
+    total_steps: int
+    rewind_step: int
+
+    @property
+    def replicates(self) -> int:
+        return self.config.replicates
+
+    def replicate_keys(self) -> jax.Array:
+        base = jax.random.key(self.config.seed)
+        return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.arange(self.replicates))
+
+
+def place(tree: PyTree) -> PyTree:
+    """Commits arrays to the device, as restored checkpoints are: jit's cache keys on
+    committedness, so mixing the two would recompile a level's functions."""
+    return jax.device_put(tree, jax.devices()[0])
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+    """Validates ``config``, loads the data and builds the trainer; no training yet.
+
+    Raises:
+      imp_jax.config.ConfigError: a field is invalid (named in the message).
+    """
+    config_lib.validate(config)
+    c = config
+    try:
+        dataset = data_lib.load_dataset(
+            c.data.name, key=jax.random.key(c.data.seed), label_noise=c.data.label_noise,
+            data_dir=c.data.data_dir or None, manual_dir=c.data.manual_dir or None,
+            train_subset=c.data.train_subset, validation_size=c.data.validation_size,
+            mixture_nu=c.data.mixture_nu, mixture_dim=c.data.mixture_dim,
+            mixture_train=c.data.mixture_train, mixture_test=c.data.mixture_test)
+    except (ValueError, FileNotFoundError) as e:
+        raise config_lib.ConfigError(f"config.data: {e}") from e
+    if c.train.batch_size > dataset.n_train:
+        raise config_lib.ConfigError(
+            f"config.train.batch_size: {c.train.batch_size} is larger than the training set "
+            f"({dataset.n_train} examples)")
+    spe = train.steps_per_epoch(dataset.n_train, c.train.batch_size)
+    hyper = train.Hyper(
+        batch_size=c.train.batch_size, lr=c.train.lr, momentum=c.train.momentum,
+        nesterov=c.train.nesterov, weight_decay=c.train.weight_decay,
+        lr_boundaries=tuple(e * spe for e in c.train.lr_decay_epochs), lr_decay=c.train.lr_decay)
+    model = models.make_model(c.model.name, dataset.num_classes, hidden=c.model.hidden,
+                              use_bias=c.model.use_bias, init=c.model.init)
+    trainer = train.Trainer(model, hyper, dataset.n_train, c.train.eval_batch_size)
+    total_steps = c.train.epochs * spe
+    rewind_step = config_lib.rewind_steps(c.imp.rewind, spe)
+    if rewind_step >= total_steps:
+        raise config_lib.ConfigError(
+            f"config.imp.rewind: {c.imp.rewind!r} is {rewind_step} steps, not before the end of "
+            f"training ({total_steps} steps)")
+    spec = masks_lib.PrunableSpec(exclude=tuple(c.prune.exclude))
+    params_shape = jax.eval_shape(model.init, jax.random.key(0), dataset.x_train[:1])["params"]
+    try:
+        spec.flags(params_shape)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"config.prune.exclude: {e}") from e
+    # Held once on device and shared by all replicates.
+    y_train = np.broadcast_to(dataset.y_train, (c.replicates, dataset.n_train))
+    return Experiment(c, dataset, trainer, spec, place(dataset.x_train), place(y_train),
+                      total_steps, rewind_step)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled pieces (built once per experiment, reused by every level).
+
+
+@functools.cache
+def _pruner(method: str, fraction: float, spec: masks_lib.PrunableSpec):
+    fn = _PRUNE_FNS[method]
+    return jax.jit(jax.vmap(lambda p, m, key: fn(p, m, key, fraction, spec)))
+
+
+@functools.cache
+def _rewinder(trainer: train.Trainer):
+    return jax.jit(jax.vmap(trainer.rewind))
+
+
+@functools.cache
+def _level_metrics_fn(num_bins: int):
+    def one(logits_train, y_train, y_clean, corrupted, logits_test, y_test, y_test_noisy):
+        wrong = jnp.argmax(logits_train, -1) != y_train
+        clean = ~corrupted
+        out = {
+            "train_loss": metrics_lib.nll(logits_train, y_train),
+            "train_error": jnp.mean(wrong),
+            # Error on the examples whose label is intact, and on the relabelled ones measured
+            # against their (wrong) training label: low values there mean memorisation.
+            "train_error_clean_subset": jnp.sum(wrong & clean) / jnp.maximum(jnp.sum(clean), 1),
+            "train_error_noisy_subset": (jnp.sum(wrong & corrupted)
+                                         / jnp.maximum(jnp.sum(corrupted), 1)),
+            "train_noisy_subset_true_label_acc": (
+                jnp.sum((jnp.argmax(logits_train, -1) == y_clean) & corrupted)
+                / jnp.maximum(jnp.sum(corrupted), 1)),
+        }
+        for prefix, labels in (("test_", y_test), ("test_noisy_", y_test_noisy)):
+            m = metrics_lib.classification_metrics(logits_test, labels, num_bins=num_bins)
+            out.update({prefix + k: v for k, v in m.items()})
+        return out
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, 0, None, None)))
+
+
+def evaluate(exp: Experiment, state: train.TrainState) -> list[dict[str, float]]:
+    """Per-replicate metrics of ``state`` on the training and test sets."""
+    ds = exp.dataset
+    predict = exp.trainer.predict
+    args = (state.params, state.masks, state.model_state)
+    logits_train = predict(*args, exp.x_train)
+    logits_test = predict(*args, jnp.asarray(ds.x_test))
+    values = _level_metrics_fn(exp.config.eval.num_bins)(
+        logits_train, exp.y_train, jnp.asarray(ds.y_train_clean), jnp.asarray(ds.corrupted),
+        logits_test, jnp.asarray(ds.y_test), jnp.asarray(ds.y_test_noisy))
+    if ds.x_val is not None:
+        logits_val = predict(*args, jnp.asarray(ds.x_val))
+        y_val = jnp.asarray(ds.y_val)
+        values["val_error"] = jax.vmap(metrics_lib.error, (0, None))(logits_val, y_val)
+        values["val_loss"] = jax.vmap(metrics_lib.nll, (0, None))(logits_val, y_val)
+    host = jax.device_get(values)
+    return [{k: float(v[r]) for k, v in host.items()} for r in range(exp.replicates)]
+
+
+def weight_counts(exp: Experiment, masks: PyTree) -> list[dict[str, Any]]:
+    """Per-replicate kernel-weight counts: all kernels, and the prunable ones."""
+    host = jax.device_get(masks)
+    rows = []
+    for r in range(exp.replicates):
+        mask = jax.tree_util.tree_map(lambda m, r=r: np.asarray(m[r]), host)
+        kernels = masks_lib.count(mask, masks_lib.PrunableSpec(min_ndim=exp.spec.min_ndim))
+        prunable = masks_lib.count(mask, exp.spec)
+        rows.append({
+            "remaining_weights": int(kernels["remaining"]), "total_weights": kernels["total"],
+            "prunable_remaining": int(prunable["remaining"]), "prunable_total": prunable["total"],
+            "sparsity": 1.0 - int(kernels["remaining"]) / kernels["total"],
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver.
+
+
+@dataclasses.dataclass
+class _Timer:
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def add(self, name: str, start: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+class Run:
+    """One IMP run in its run directory; :meth:`run` trains, prunes and resumes."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+                 experiment: Experiment | None = None) -> None:
+        self.exp = experiment or build(config)
+        self.dir = RunDir(workdir)
+        self.dir.claim(config)
+        self.ckpt = Checkpoints(self.dir.checkpoints)
+        keys = self.exp.replicate_keys()
+        self.init_keys = keys
+        self.prune_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x9E3779B))(keys)
+        self.target = jax.eval_shape(lambda: self.exp.trainer.init(keys, self.exp.x_train[:1]))
+
+    # -- what has been done --------------------------------------------------------------------
+
+    def finished_levels(self) -> list[int]:
+        return sorted(self.ckpt.levels.all_steps())
+
+    def _rows_by_level(self) -> dict[int, list[dict[str, Any]]]:
+        rows: dict[int, list[dict[str, Any]]] = {}
+        for row in self.dir.read_rows():
+            rows.setdefault(row["level"], []).append(row)
+        return rows
+
+    def _stop_reason(self, level: int, masks: PyTree) -> str | None:
+        """Why no level after ``level`` should run, or None."""
+        c = self.exp.config.imp
+        if level >= c.levels:
+            return f"reached imp.levels={c.levels}"
+        remaining = int(weight_counts(self.exp, masks)[0]["prunable_remaining"])
+        after = remaining - int(np.ceil(self.exp.config.prune.fraction * remaining))
+        if after < max(c.min_weights, 1):
+            return (f"the next level would keep {after} prunable weights, fewer than "
+                    f"imp.min_weights={c.min_weights}" if c.min_weights else
+                    "no prunable weight would remain")
+        return None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Runs (or resumes) every level; returns the summary."""
+        done = self.finished_levels()
+        rows = self._rows_by_level()
+        for level in done:  # a kill between a level's checkpoint and its rows
+            if level not in rows:
+                state, _ = Checkpoints.restore(self.ckpt.levels, level, self.target)
+                self._record(level, state, {"train": 0.0}, resumed=True)
+        if done:
+            last_state, _ = Checkpoints.restore(self.ckpt.levels, done[-1], self.target)
+            reason = self._stop_reason(done[-1], last_state.masks)
+            if reason:
+                log.info("run in %s is finished (%s): %d levels", self.dir.root, reason,
+                         len(done))
+                return self._summarise(finished=True)
+        level = done[-1] + 1 if done else 0
+        while True:
+            timer = _Timer()
+            state = self._level_start(level, last_state if done else None, timer)
+            state = self._train_level(level, state, timer)
+            start = time.perf_counter()
+            Checkpoints.save(self.ckpt.levels, level, state, {"level": level})
+            timer.add("checkpoint", start)
+            self._record(level, state, timer.seconds)
+            done, last_state = [*done, level], state
+            reason = self._stop_reason(level, state.masks)
+            if reason:
+                log.info("stopping: %s", reason)
+                return self._summarise(finished=True)
+            level += 1
+
+    def _level_start(self, level: int, previous: train.TrainState | None,
+                     timer: _Timer) -> train.TrainState:
+        """The state a level starts from: in-level progress if any, else rewound and pruned."""
+        latest = self.ckpt.progress.latest_step()
+        if latest is not None:
+            state, meta = Checkpoints.restore(self.ckpt.progress, latest, self.target)
+            if meta["level"] == level:
+                log.info("level %d: resuming at step %d", level, meta["step"])
+                return state
+        if level == 0:
+            state = place(self.exp.trainer.init(self.init_keys, self.exp.x_train[:1]))
+            if self.exp.rewind_step == 0:
+                Checkpoints.save(self.ckpt.rewind, 0, state, {"step": 0})
+            return state
+        start = time.perf_counter()
+        c = self.exp.config.prune
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.prune_keys)
+        masks = _pruner(c.method, c.fraction, self.exp.spec)(previous.params, previous.masks,
+                                                             keys)
+        point, _ = Checkpoints.restore(self.ckpt.rewind, self.exp.rewind_step, self.target)
+        state = _rewinder(self.exp.trainer)(point, masks)
+        jax.block_until_ready(state)
+        timer.add("prune", start)
+        return state
+
+    def _train_level(self, level: int, state: train.TrainState,
+                     timer: _Timer) -> train.TrainState:
+        exp, c = self.exp, self.exp.config
+        spe = exp.trainer.steps_per_epoch
+        step = int(jax.device_get(state.step[0]))
+        start = time.perf_counter()
+        last_log = start
+        while step < exp.total_steps:
+            epoch, lo = divmod(step, spe)
+            hi = spe
+            if level == 0 and step < exp.rewind_step < (epoch + 1) * spe:
+                hi = exp.rewind_step - epoch * spe  # stop at the rewind point to save it
+            state, loss = exp.trainer.run_steps(state, exp.x_train, exp.y_train, epoch, lo, hi)
+            step = epoch * spe + hi
+            loss = np.asarray(loss)
+            if not np.all(np.isfinite(loss)):
+                raise TrainingDivergedError(
+                    f"level {level}: training loss became {loss.tolist()} (per replicate) in "
+                    f"steps {epoch * spe + lo}..{step} (epoch {epoch}); earlier levels are kept "
+                    f"in {self.dir.root}")
+            t0 = time.perf_counter()
+            if level == 0 and step == exp.rewind_step:
+                Checkpoints.save(self.ckpt.rewind, step, state, {"step": step})
+            epochs_done = step // spe
+            at_epoch_end = step % spe == 0
+            every = c.checkpoint.every_epochs
+            if at_epoch_end and every and epochs_done % every == 0 and step < exp.total_steps:
+                Checkpoints.save(self.ckpt.progress, level * (exp.total_steps + 1) + step, state,
+                                 {"level": level, "step": step})
+            timer.add("checkpoint", t0)
+            if (at_epoch_end and c.log.every_epochs and epochs_done % c.log.every_epochs == 0
+                    and epochs_done < c.train.epochs):
+                now = time.perf_counter()
+                log.info("level %d epoch %d/%d loss %.4f (%.2f s/epoch)", level, epochs_done,
+                         c.train.epochs, float(loss.mean()),
+                         (now - last_log) / c.log.every_epochs)
+                last_log = now
+        timer.add("train", start)
+        timer.seconds["train"] -= timer.seconds.get("checkpoint", 0.0)
+        return state
+
+    def _record(self, level: int, state: train.TrainState, seconds: dict[str, float],
+                resumed: bool = False) -> None:
+        start = time.perf_counter()
+        values = evaluate(self.exp, state)
+        counts = weight_counts(self.exp, state.masks)
+        eval_s = time.perf_counter() - start
+        rows = []
+        for r in range(self.exp.replicates):
+            row = {"level": level, "replicate": r, **counts[r], **values[r],
+                   "epochs": self.exp.config.train.epochs,
+                   "time_eval_s": eval_s}
+            if not resumed:
+                row.update({f"time_{k}_s": v for k, v in seconds.items()})
+            rows.append(row)
+        self.dir.append_rows(rows)
+        m = rows[0]
+        log.info("level %2d | weights %d/%d (%.2f%%) | train err %.4f | test err %.4f "
+                 "| test ECE %.4f | %.1f s", level, m["remaining_weights"], m["total_weights"],
+                 100 * (1 - m["sparsity"]), np.mean([x["train_error"] for x in rows]),
+                 np.mean([x["test_error"] for x in rows]),
+                 np.mean([x[f"test_ece_{self.exp.config.eval.num_bins}"] for x in rows]),
+                 sum(seconds.values()) + eval_s)
+        self._summarise(finished=False)
+
+    def _summarise(self, finished: bool) -> dict[str, Any]:
+        """Writes summary.json: the best pruned level by mean test error over replicates."""
+        by_level = self._rows_by_level()
+        levels = sorted(by_level)
+        mean = {lv: float(np.mean([r["test_error"] for r in by_level[lv]])) for lv in levels}
+        best = min(levels, key=lambda lv: mean[lv])
+        summary = {
+            "finished": finished,
+            "levels_done": len(levels),
+            "dense_test_error": mean[0],
+            "best_level": best,
+            "best_test_error": mean[best],
+            "effective_parameters": by_level[best][0]["remaining_weights"],
+            "total_weights": by_level[best][0]["total_weights"],
+        }
+        write_json(self.dir.summary, summary)
+        return summary
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Validates ``config``, then runs or resumes the run in ``workdir``; returns the summary."""
+    runner = Run(config, workdir)
+    try:
+        return runner.run()
+    finally:
+        runner.ckpt.close()

@@ -1,0 +1,206 @@
+"""Train state, the jitted training loop and evaluation.
+
+Every function here works on a *batch of replicates*: each leaf of a :class:`TrainState` has a
+leading replicate axis, the inputs ``x`` are shared by all replicates (held once on device), and
+the labels have one row per replicate. Training runs as jitted calls of :func:`Trainer.run_steps`,
+each a loop over minibatches of on-device data; masks are *inputs* of the compiled function, so
+every pruning level reuses one compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from imp_jax import masks as masks_lib
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training step needs; one pytree, checkpointed as a whole.
+
+    Attributes:
+      step: global training step (int32), drives the learning-rate schedule and data order.
+      params: model parameters.
+      opt_state: optimizer state (momentum); rebuilt at every rewind.
+      masks: pruning masks, the params' structure with bool leaves.
+      model_state: non-trained model variables (e.g. batch statistics); ``{}`` for an FCN.
+      rng: uint32 key data of the data-order key of this replicate.
+    """
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    masks: PyTree
+    model_state: PyTree
+    rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+    """Optimisation hyperparameters (SGD as in the study).
+
+    Attributes:
+      batch_size: examples per step; the last batch of an epoch is smaller when the training set
+        is not a multiple of it (as with PyTorch's DataLoader), so every example is seen once.
+      lr: base learning rate.
+      momentum: SGD momentum (0 for none).
+      nesterov: Nesterov momentum.
+      weight_decay: L2 penalty added to the gradient (PyTorch's convention), on all parameters.
+      lr_boundaries: global steps at which the learning rate is multiplied by ``lr_decay``.
+      lr_decay: the factor applied at each boundary.
+    """
+
+    batch_size: int
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lr_boundaries: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Steps in one pass over ``n_train`` examples, the last batch possibly partial."""
+    return math.ceil(n_train / batch_size)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy with integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """The model and hyperparameters behind the compiled training and evaluation functions.
+
+    Hashable, so its methods' jitted closures are built once per trainer.
+    """
+
+    model: nn.Module
+    hyper: Hyper
+    n_train: int
+    eval_batch_size: int = 10_000
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(self.n_train, self.hyper.batch_size)
+
+    @property
+    def optimizer(self) -> optax.GradientTransformationExtraArgs:
+        """Momentum and weight decay, masked; the learning rate is applied by the step itself so
+        that it follows the global step even when the optimizer state is rebuilt at a rewind."""
+        hp = self.hyper
+        inner = optax.chain(optax.add_decayed_weights(hp.weight_decay),
+                            optax.trace(decay=hp.momentum, nesterov=hp.nesterov))
+        return masks_lib.masked_optimizer(inner)
+
+    def learning_rate(self, step: jax.Array) -> jax.Array:
+        """The learning rate at global ``step`` (step-wise decay)."""
+        schedule = optax.piecewise_constant_schedule(
+            self.hyper.lr, {int(b): self.hyper.lr_decay for b in self.hyper.lr_boundaries})
+        return schedule(step)
+
+    def init(self, keys: jax.Array, sample_x: jax.Array, masks: PyTree | None = None) -> TrainState:
+        """Initial states of ``len(keys)`` replicates (model init and data order from each key).
+
+        Args:
+          keys: one ``jax.random`` key per replicate.
+          sample_x: one input batch, for the shapes.
+          masks: a mask to start from (unbatched); all-true when None.
+        """
+
+        def one(key):
+            init_key, data_key = jax.random.split(key)
+            variables = self.model.init(init_key, sample_x[:1])
+            params = variables["params"]
+            model_state = {k: v for k, v in variables.items() if k != "params"}
+            mask = masks_lib.ones_like(params) if masks is None else masks
+            return self.rewind(TrainState(
+                step=jnp.int32(0), params=params, opt_state=None, masks=mask,
+                model_state=model_state, rng=jax.random.key_data(data_key)), mask)
+
+        return jax.jit(jax.vmap(one))(keys)
+
+    def rewind(self, point: TrainState, masks: PyTree) -> TrainState:
+        """The rewind ``point`` with ``masks`` applied and a fresh optimizer state.
+
+        Works on one replicate or, under ``jax.vmap``, on a batch of them.
+        """
+        params = masks_lib.apply_mask(point.params, masks)
+        return point.replace(params=params, masks=masks, opt_state=self.optimizer.init(params))
+
+    def _step(self, state: TrainState, xb: jax.Array, yb: jax.Array,
+              weights: jax.Array) -> tuple[TrainState, jax.Array]:
+        def loss_fn(params):
+            variables = {"params": masks_lib.apply_mask(params, state.masks), **state.model_state}
+            logits = self.model.apply(variables, xb, train=True)
+            return jnp.sum(cross_entropy(logits, yb) * weights) / jnp.sum(weights)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params,
+                                                   masks=state.masks)
+        lr = self.learning_rate(state.step)
+        params = jax.tree_util.tree_map(lambda p, u: p - (lr * u).astype(p.dtype),
+                                        state.params, updates)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
+
+    def _run_steps(self, state: TrainState, x: jax.Array, y: jax.Array, epoch: jax.Array,
+                   lo: jax.Array, hi: jax.Array) -> tuple[TrainState, jax.Array]:
+        """Steps ``lo..hi-1`` of ``epoch`` for one replicate; returns the mean training loss."""
+        b, spe, n = self.hyper.batch_size, self.steps_per_epoch, self.n_train
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), epoch)
+        order = jnp.pad(jax.random.permutation(key, n), (0, spe * b - n))
+        valid = (jnp.arange(spe * b) < n).astype(jnp.float32)
+
+        def body(i, carry):
+            state, total = carry
+            idx = jax.lax.dynamic_slice_in_dim(order, i * b, b)
+            weights = jax.lax.dynamic_slice_in_dim(valid, i * b, b)
+            state, loss = self._step(state, jnp.take(x, idx, axis=0), jnp.take(y, idx), weights)
+            return state, total + loss
+
+        state, total = jax.lax.fori_loop(lo, hi, body, (state, jnp.float32(0)))
+        return state, total / jnp.maximum(hi - lo, 1)
+
+    @property
+    def run_steps(self):
+        """Jitted ``(states, x, labels, epoch, lo, hi) -> (states, mean_loss)`` over replicates.
+
+        ``x`` is shared, ``labels`` has shape (replicates, n_train); ``epoch``, ``lo`` and ``hi``
+        are scalars (steps ``lo..hi-1`` of that epoch's shuffled order). The states are donated.
+        """
+        return _jit_run_steps(self)
+
+    def _predict(self, params: PyTree, masks: PyTree, model_state: PyTree,
+                 x: jax.Array) -> jax.Array:
+        variables = {"params": masks_lib.apply_mask(params, masks), **model_state}
+        batch = min(self.eval_batch_size, x.shape[0])
+        return jax.lax.map(lambda xb: self.model.apply(variables, xb[None])[0], x,
+                           batch_size=batch)
+
+    @property
+    def predict(self):
+        """Jitted ``(states, x) -> logits`` of shape (replicates, n, classes), in batches."""
+        return _jit_predict(self)
+
+
+@functools.cache
+def _jit_run_steps(trainer: Trainer):
+    batched = jax.vmap(trainer._run_steps, in_axes=(0, None, 0, None, None, None))
+    return jax.jit(batched, donate_argnums=0)
+
+
+@functools.cache
+def _jit_predict(trainer: Trainer):
+    return jax.jit(jax.vmap(trainer._predict, in_axes=(0, 0, 0, None)))

@@ -1,0 +1,183 @@
+"""End-to-end tests of the IMP driver on a tiny Gaussian-mixture task (in-process)."""
+
+import json
+import math
+import shutil
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import mixture_linear
+from imp_jax import imp
+from imp_jax.checkpoints import Checkpoints
+from imp_jax.rundir import RunDirError
+
+TIMING = ("time_train_s", "time_eval_s", "time_prune_s", "time_checkpoint_s")
+
+
+def tiny_config(**overrides):
+    c = mixture_linear.get_config("smoke")
+    c.data.mixture_dim = 10
+    c.data.mixture_train = 500
+    c.data.mixture_test = 300
+    c.model.hidden = (8,)
+    c.train.batch_size = 64
+    c.train.epochs = 4
+    c.train.momentum = 0.9
+    c.imp.levels = 3
+    c.checkpoint.every_epochs = 1
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        c[section][field] = value
+    return c
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return imp.build(tiny_config())
+
+
+def run(experiment, workdir):
+    runner = imp.Run(experiment.config, str(workdir), experiment)
+    try:
+        return runner.run()
+    finally:
+        runner.ckpt.close()
+
+
+def results(workdir):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def final_state(experiment, workdir, level):
+    runner = imp.Run(experiment.config, str(workdir), experiment)
+    state, _ = Checkpoints.restore(runner.ckpt.levels, level, runner.target)
+    runner.ckpt.close()
+    return state
+
+
+@pytest.fixture(scope="module")
+def reference(experiment, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    summary = run(experiment, workdir)
+    return workdir, summary
+
+
+def test_run_directory_and_rows(reference):
+    workdir, summary = reference
+    assert {p.name for p in workdir.iterdir()} >= {"config.json", "metrics.jsonl",
+                                                    "summary.json", "checkpoints"}
+    rows = results(workdir)
+    assert [(r["level"], r["replicate"]) for r in rows] == [(lv, r) for lv in range(4)
+                                                            for r in range(2)]
+    total = rows[0]["total_weights"]
+    assert total == 10 * 8 + 8 * 2  # kernel weights only, no biases
+    expected = total
+    for level in range(4):
+        assert all(r["remaining_weights"] == expected for r in rows if r["level"] == level)
+        expected -= math.ceil(0.2 * expected)
+    for r in rows:
+        assert 0 <= r["test_error"] <= 1 and r["train_loss"] > 0
+        assert math.isfinite(r["test_ece_15"]) and math.isfinite(r["test_noisy_ece_15"])
+    assert summary["finished"] and summary["levels_done"] == 4
+    assert json.loads((workdir / "summary.json").read_text()) == summary
+
+
+def test_rerun_of_finished_run_changes_nothing(experiment, reference):
+    workdir, summary = reference
+    before = (workdir / "metrics.jsonl").read_text()
+    assert run(experiment, workdir) == summary
+    assert (workdir / "metrics.jsonl").read_text() == before
+
+
+def test_more_levels_extend_a_finished_run(experiment, reference, tmp_path):
+    workdir, _ = reference
+    base = tmp_path / "extended"
+    shutil.copytree(workdir, base)
+    more = imp.build(tiny_config(**{"imp.levels": 4}))
+    run(more, base)
+    rows = results(base)
+    assert rows[:8] == results(workdir) and [r["level"] for r in rows[8:]] == [4, 4]
+
+
+def test_other_config_is_refused(reference):
+    workdir, _ = reference
+    with pytest.raises(RunDirError, match=r"different config \(train.lr: 0.1 -> 0.05\)"):
+        imp.Run(tiny_config(**{"train.lr": 0.05}), str(workdir))
+
+
+class KilledError(Exception):
+    """Stands in for a kill at a chosen point."""
+
+
+@pytest.mark.parametrize("where", ["mid_level", "after_level_checkpoint", "between_levels"])
+def test_resume_equals_uninterrupted(experiment, reference, tmp_path, monkeypatch, where):
+    ref_dir, _ = reference
+    original_save = Checkpoints.save
+    original_start = imp.Run._level_start
+
+    def save(manager, index, state, meta):
+        original_save(manager, index, state, meta)
+        if where == "mid_level" and meta.get("level") == 2 and meta.get("step") == 16:
+            raise KilledError
+        if where == "after_level_checkpoint" and manager.directory.name == "levels" \
+                and index == 1:
+            raise KilledError
+
+    def level_start(self, level, previous, timer):
+        if where == "between_levels" and level == 2:
+            raise KilledError
+        return original_start(self, level, previous, timer)
+
+    monkeypatch.setattr(Checkpoints, "save", staticmethod(save))
+    monkeypatch.setattr(imp.Run, "_level_start", level_start)
+    with pytest.raises(KilledError):
+        run(experiment, tmp_path)
+    monkeypatch.undo()
+    run(experiment, tmp_path)
+    assert results(tmp_path) == results(ref_dir)
+    chex.assert_trees_all_equal(final_state(experiment, tmp_path, 3),
+                                final_state(experiment, ref_dir, 3))
+
+
+def test_later_levels_do_not_recompile(tmp_path, monkeypatch):
+    # A model shape no other test uses, so that levels 0 and 1 really compile.
+    experiment = imp.build(tiny_config(**{"model.hidden": (9,)}))
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, *_, **__: compiles.append(1)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+    at_record = []
+    original = imp.Run._record
+
+    def record(self, level, state, seconds, resumed=False):
+        original(self, level, state, seconds, resumed)
+        at_record.append(len(compiles))
+
+    monkeypatch.setattr(imp.Run, "_record", record)
+    run(experiment, tmp_path)
+    assert len(at_record) == 4 and at_record[0] > 0
+    assert at_record[1] == at_record[2] == at_record[3], at_record  # levels 2, 3: no compile
+
+
+def test_stop_on_min_weights(tmp_path):
+    exp = imp.build(tiny_config(**{"imp.levels": 50, "imp.min_weights": 40}))
+    summary = run(exp, tmp_path)
+    rows = results(tmp_path)
+    assert summary["finished"]
+    assert min(r["prunable_remaining"] for r in rows) >= 40
+    last = min(r["prunable_remaining"] for r in rows)
+    assert last - math.ceil(0.2 * last) < 40
+
+
+def test_rewind_to_iteration_saves_that_point(tmp_path):
+    exp = imp.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 1}))
+    run(exp, tmp_path)
+    runner = imp.Run(exp.config, str(tmp_path), exp)
+    assert runner.ckpt.rewind.all_steps() == [10]
+    point, meta = Checkpoints.restore(runner.ckpt.rewind, 10, runner.target)
+    runner.ckpt.close()
+    assert meta["step"] == 10 and np.all(np.asarray(point.step) == 10)

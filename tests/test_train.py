@@ -1,0 +1,109 @@
+"""Tests of imp_jax.train: the replicate-batched training loop and evaluation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from imp_jax import masks, models, train
+
+N, D = 100, 6
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(N, D)), jnp.float32)
+    y = jnp.asarray((np.asarray(x[:, 0]) > 0).astype(np.int32))
+    return x, y
+
+
+def make_trainer(**hyper):
+    model = models.make_model("fcn", 2, hidden=(16,))
+    return train.Trainer(model, train.Hyper(**{"batch_size": 32, "lr": 0.1, **hyper}), N)
+
+
+def stacked(y, replicates):
+    return jnp.broadcast_to(y, (replicates, N))
+
+
+def test_training_reduces_loss_and_error(problem):
+    x, y = problem
+    tr = make_trainer(momentum=0.9)
+    state = tr.init(jax.random.split(jax.random.key(0), 2), x)
+    before = tr.predict(state.params, state.masks, state.model_state, x)
+    for epoch in range(30):
+        state, loss = tr.run_steps(state, x, stacked(y, 2), epoch, 0, tr.steps_per_epoch)
+    after = tr.predict(state.params, state.masks, state.model_state, x)
+    assert after.shape == (2, N, 2)
+    err = lambda logits: float(jnp.mean(jnp.argmax(logits, -1) != y))  # noqa: E731
+    assert err(after[0]) < 0.1 < err(before[0]) + 0.1
+    assert int(state.step[0]) == 30 * 4  # 100 examples, batch 32: 3 full batches + 1 of 4
+    assert np.all(np.asarray(loss) < 0.5)
+
+
+def test_split_epoch_equals_whole_epoch(problem):
+    x, y = problem
+    tr = make_trainer(momentum=0.9, weight_decay=1e-3)
+    keys = jax.random.split(jax.random.key(1), 2)
+    whole, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 2), 3, 0, 4)
+    part, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 2), 3, 0, 1)
+    part, _ = tr.run_steps(part, x, stacked(y, 2), 3, 1, 4)
+    chex.assert_trees_all_equal(whole, part)
+
+
+def test_replicates_match_single_runs(problem):
+    x, y = problem
+    tr = make_trainer()
+    keys = jax.random.split(jax.random.key(2), 3)
+    both, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 3), 0, 0, 4)
+    for r in range(3):
+        one, _ = tr.run_steps(tr.init(keys[r:r + 1], x), x, stacked(y, 1), 0, 0, 4)
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, r=r: a[r], both),
+                                    jax.tree_util.tree_map(lambda a: a[0], one), atol=1e-6)
+    # Different keys: different initialisations.
+    assert not np.allclose(both.params["hidden_0"]["kernel"][0],
+                           both.params["hidden_0"]["kernel"][1])
+
+
+def test_pruned_weights_stay_zero_with_momentum_and_decay(problem):
+    x, y = problem
+    tr = make_trainer(momentum=0.9, nesterov=True, weight_decay=1e-2)
+    state = tr.init(jax.random.split(jax.random.key(3), 1), x)
+    one = jax.tree_util.tree_map(lambda a: a[0], state)
+    mask = masks.prune_global(one.params, one.masks, 0.7)
+    state = jax.vmap(tr.rewind, in_axes=(0, None))(state, mask)
+    for epoch in range(5):
+        state, _ = tr.run_steps(state, x, stacked(y, 1), epoch, 0, tr.steps_per_epoch)
+    kernel = np.asarray(state.params["hidden_0"]["kernel"][0])
+    keep = np.asarray(mask["hidden_0"]["kernel"])
+    assert np.all(kernel[~keep] == 0.0) and np.all(kernel[keep] != 0.0)
+
+
+def test_rewind_resets_optimizer_state_and_keeps_step(problem):
+    x, y = problem
+    tr = make_trainer(momentum=0.9)
+    state = tr.init(jax.random.split(jax.random.key(4), 1), x)
+    state, _ = tr.run_steps(state, x, stacked(y, 1), 0, 0, 4)
+    rewound = jax.vmap(tr.rewind)(state, state.masks)
+    trace = rewound.opt_state[1].trace
+    assert all(float(jnp.abs(t).max()) == 0.0 for t in jax.tree_util.tree_leaves(trace))
+    assert int(rewound.step[0]) == 4
+
+
+def test_learning_rate_schedule():
+    tr = make_trainer(lr_boundaries=(10, 20), lr_decay=0.1)
+    np.testing.assert_allclose([float(tr.learning_rate(s)) for s in (0, 9, 10, 19, 20, 99)],
+                               [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+
+
+def test_last_partial_batch_is_weighted(problem):
+    """A run over just the 4-example last batch moves the weights, as a full batch would."""
+    x, y = problem
+    tr = make_trainer()
+    state = tr.init(jax.random.split(jax.random.key(5), 1), x)
+    before = np.asarray(state.params["output"]["kernel"])  # the state is donated below
+    after, loss = tr.run_steps(state, x, stacked(y, 1), 0, 3, 4)
+    assert np.isfinite(np.asarray(loss)).all()
+    assert not np.allclose(after.params["output"]["kernel"], before)
