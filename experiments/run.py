@@ -21,7 +21,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from imp_jax import config as config_lib
-from imp_jax import imp
+from imp_jax import imp, plots
 from imp_jax.rundir import RunDirError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:arg]).",
@@ -52,9 +52,22 @@ def main(argv: list[str]) -> int:
     except (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except imp.RunInterruptedError as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 128 + e.signum
     logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
                  summary["best_level"], summary["effective_parameters"],
                  summary["best_test_error"], summary["dense_test_error"])
+    try:
+        runner = imp.open_run(workdir)
+        try:
+            written = plots.write_run_plots(runner)
+        finally:
+            runner.ckpt.close()
+        logging.info("wrote %d figure files to %s", len(written), runner.dir.plots)
+    except Exception:  # the run is saved and finished: a figure must not turn it into a failure
+        logging.exception("drawing the figures failed; retry with: python -m experiments.report "
+                          "%s", workdir)
     return 0
 
 

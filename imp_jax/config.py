@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.lr_decay_epochs = ()  # epochs at which the learning rate is multiplied by lr_decay
     c.train.lr_decay = 0.1
     c.train.eval_batch_size = 10_000
+    c.train.on_divergence = "stop"  # NaN/inf loss: "stop" the run, or "skip_replicate"
 
     c.prune = ml_collections.ConfigDict()
     c.prune.method = "magnitude_global"
@@ -77,12 +78,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.imp.levels = 10  # pruning rounds after the dense level 0
     c.imp.rewind = "0"  # "0": initial weights; "500it" / "500": after 500 steps; "10ep": epochs
     c.imp.min_weights = 0  # stop before a level would keep fewer prunable weights than this
+    c.imp.reinit = False  # control: train each pruned mask from a fresh random initialisation
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_epochs = 10  # in-level checkpoints; 0 = only at the end of each level
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_bins = 15
+    c.eval.fresh_points = 100_000  # mixtures: fresh points to compare with the exact p(y|x)
 
     c.log = ml_collections.ConfigDict()
     c.log.every_epochs = 10  # progress lines within a level; 0 = none
@@ -180,14 +183,17 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "train.lr_decay_epochs": _epochs_list,
     "train.lr_decay": _number_in(0.0, 1.0, lo_open=True),
     "train.eval_batch_size": _int_at_least(1),
+    "train.on_divergence": _one_of(("stop", "skip_replicate")),
     "prune.method": _one_of(PRUNE_METHODS),
     "prune.fraction": _number_in(0.0, 1.0, lo_open=True, hi_open=True),
     "prune.exclude": _patterns,
     "imp.levels": _int_at_least(0),
     "imp.rewind": _rewind,
     "imp.min_weights": _int_at_least(0),
+    "imp.reinit": _is_bool,
     "checkpoint.every_epochs": _int_at_least(0),
     "eval.num_bins": _int_at_least(1),
+    "eval.fresh_points": _int_at_least(1),
     "log.every_epochs": _int_at_least(0),
 }
 

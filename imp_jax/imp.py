@@ -12,9 +12,13 @@ config and run directory: finished levels are never redone and rows never duplic
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,11 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from imp_jax import analysis, mixtures, models, train
 from imp_jax import config as config_lib
 from imp_jax import data as data_lib
 from imp_jax import masks as masks_lib
 from imp_jax import metrics as metrics_lib
-from imp_jax import models, train
 from imp_jax.checkpoints import Checkpoints
 from imp_jax.rundir import RunDir, write_json
 
@@ -48,6 +52,52 @@ class TrainingDivergedError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+class RunInterruptedError(RuntimeError):
+    """SIGTERM or SIGINT stopped the run after writing a checkpoint; ``signum`` says which."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals(flag: list[int]):
+    """Records SIGTERM/SIGINT in ``flag`` instead of dying, so the loop can checkpoint first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in handled}
+    for s in handled:
+        signal.signal(s, lambda signum, _frame: flag.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclasses.dataclass(frozen=True)
+class FreshSample:
+    """Mixture tasks: fresh points with their exact p(y|x), clean and under the label noise."""
+
+    x: jax.Array
+    labels: jax.Array  # drawn from the clean p(y|x)
+    p_true: jax.Array
+    p_true_noisy: jax.Array
+
+
+def fresh_sample(config: ml_collections.ConfigDict) -> FreshSample:
+    """``eval.fresh_points`` new points of the config's mixture task (a key of their own)."""
+    c = config.data
+    task = c.name.removeprefix("mixture_")
+    key = jax.random.fold_in(jax.random.key(c.seed), 0xF4E5)
+    x, y = mixtures.sample(key, task, c.mixture_nu, config.eval.fresh_points, c.mixture_dim)
+    return FreshSample(
+        x=place(x), labels=place(y), p_true=place(mixtures.true_probs(task, c.mixture_nu, x)),
+        p_true_noisy=place(mixtures.true_probs(task, c.mixture_nu, x, c.label_noise)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """Everything a run needs besides its state: data on device, the trainer, the pruning rule."""
@@ -60,6 +110,7 @@ class Experiment:
     y_train: jax.Array  # (replicates, n_train)
     total_steps: int
     rewind_step: int
+    fresh: FreshSample | None = None
 
     @property
     def replicates(self) -> int:
@@ -119,8 +170,9 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         raise config_lib.ConfigError(f"config.prune.exclude: {e}") from e
     # Held once on device and shared by all replicates.
     y_train = np.broadcast_to(dataset.y_train, (c.replicates, dataset.n_train))
+    fresh = fresh_sample(c) if c.data.name.startswith("mixture_") else None
     return Experiment(c, dataset, trainer, spec, place(dataset.x_train), place(y_train),
-                      total_steps, rewind_step)
+                      total_steps, rewind_step, fresh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +215,22 @@ def _level_metrics_fn(num_bins: int):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, 0, None, None)))
 
 
+@functools.cache
+def _fresh_metrics_fn(num_bins: int):
+    def one(logits, labels, p_true, p_true_noisy):
+        probs = jax.nn.softmax(logits)
+        return {
+            "true_abs_error": metrics_lib.mean_abs_prob_error(probs, p_true),
+            "true_kl": metrics_lib.kl_true_model(p_true, probs),
+            "true_noisy_abs_error": metrics_lib.mean_abs_prob_error(probs, p_true_noisy),
+            "true_noisy_kl": metrics_lib.kl_true_model(p_true_noisy, probs),
+            f"fresh_ece_{num_bins}": metrics_lib.ece(probs, labels, num_bins=num_bins),
+            "fresh_error": metrics_lib.error(probs, labels),
+        }
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+
+
 def evaluate(exp: Experiment, state: train.TrainState) -> list[dict[str, float]]:
     """Per-replicate metrics of ``state`` on the training and test sets."""
     ds = exp.dataset
@@ -178,6 +246,10 @@ def evaluate(exp: Experiment, state: train.TrainState) -> list[dict[str, float]]
         y_val = jnp.asarray(ds.y_val)
         values["val_error"] = jax.vmap(metrics_lib.error, (0, None))(logits_val, y_val)
         values["val_loss"] = jax.vmap(metrics_lib.nll, (0, None))(logits_val, y_val)
+    if exp.fresh is not None:
+        values.update(_fresh_metrics_fn(exp.config.eval.num_bins)(
+            predict(*args, exp.fresh.x), exp.fresh.labels, exp.fresh.p_true,
+            exp.fresh.p_true_noisy))
     host = jax.device_get(values)
     return [{k: float(v[r]) for k, v in host.items()} for r in range(exp.replicates)]
 
@@ -223,8 +295,22 @@ class Run:
         self.init_keys = keys
         self.prune_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x9E3779B))(keys)
         self.target = jax.eval_shape(lambda: self.exp.trainer.init(keys, self.exp.x_train[:1]))
+        self.signals: list[int] = []
+        # Replicates skipped after diverging (train.on_divergence="skip_replicate").
+        self.diverged = np.zeros(self.exp.replicates, bool)
 
     # -- what has been done --------------------------------------------------------------------
+
+    def restore_level(self, level: int) -> train.TrainState:
+        """The trained state (all replicates) at the end of a finished ``level``."""
+        state, _ = Checkpoints.restore(self.ckpt.levels, level, self.target)
+        return state
+
+    def probabilities(self, state: train.TrainState, x: np.ndarray) -> np.ndarray:
+        """Predicted class probabilities of every replicate of ``state``: (replicates, n, K)."""
+        logits = self.exp.trainer.predict(state.params, state.masks, state.model_state,
+                                          place(np.asarray(x, np.float32)))
+        return np.asarray(jax.nn.softmax(logits))
 
     def finished_levels(self) -> list[int]:
         return sorted(self.ckpt.levels.all_steps())
@@ -251,15 +337,26 @@ class Run:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Runs (or resumes) every level; returns the summary."""
+        """Runs (or resumes) every level; returns the summary.
+
+        Raises:
+          RunInterruptedError: SIGTERM/SIGINT arrived; a checkpoint was written first.
+          TrainingDivergedError: a loss became NaN/inf (all replicates, with "skip_replicate").
+        """
+        with _stop_on_signals(self.signals):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         done = self.finished_levels()
         rows = self._rows_by_level()
+        for level_rows in rows.values():
+            for row in level_rows:
+                self.diverged[row["replicate"]] |= bool(row.get("diverged", False))
         for level in done:  # a kill between a level's checkpoint and its rows
             if level not in rows:
-                state, _ = Checkpoints.restore(self.ckpt.levels, level, self.target)
-                self._record(level, state, {"train": 0.0}, resumed=True)
+                self._record(level, self.restore_level(level), {}, resumed=True)
         if done:
-            last_state, _ = Checkpoints.restore(self.ckpt.levels, done[-1], self.target)
+            last_state = self.restore_level(done[-1])
             reason = self._stop_reason(done[-1], last_state.masks)
             if reason:
                 log.info("run in %s is finished (%s): %d levels", self.dir.root, reason,
@@ -300,7 +397,12 @@ class Run:
         keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.prune_keys)
         masks = _pruner(c.method, c.fraction, self.exp.spec)(previous.params, previous.masks,
                                                              keys)
-        point, _ = Checkpoints.restore(self.ckpt.rewind, self.exp.rewind_step, self.target)
+        if self.exp.config.imp.reinit:
+            # Control: the ticket's mask on a fresh random initialisation, trained from step 0.
+            keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.init_keys)
+            point = place(self.exp.trainer.init(keys, self.exp.x_train[:1]))
+        else:
+            point, _ = Checkpoints.restore(self.ckpt.rewind, self.exp.rewind_step, self.target)
         state = _rewinder(self.exp.trainer)(point, masks)
         jax.block_until_ready(state)
         timer.add("prune", start)
@@ -311,6 +413,7 @@ class Run:
         exp, c = self.exp, self.exp.config
         spe = exp.trainer.steps_per_epoch
         step = int(jax.device_get(state.step[0]))
+        rng = np.asarray(jax.device_get(state.rng))
         start = time.perf_counter()
         last_log = start
         while step < exp.total_steps:
@@ -318,14 +421,10 @@ class Run:
             hi = spe
             if level == 0 and step < exp.rewind_step < (epoch + 1) * spe:
                 hi = exp.rewind_step - epoch * spe  # stop at the rewind point to save it
-            state, loss = exp.trainer.run_steps(state, exp.x_train, exp.y_train, epoch, lo, hi)
+            order = exp.trainer.epoch_order(rng, epoch)
+            state, stats = exp.trainer.run_steps(state, exp.x_train, exp.y_train, order, lo, hi)
             step = epoch * spe + hi
-            loss = np.asarray(loss)
-            if not np.all(np.isfinite(loss)):
-                raise TrainingDivergedError(
-                    f"level {level}: training loss became {loss.tolist()} (per replicate) in "
-                    f"steps {epoch * spe + lo}..{step} (epoch {epoch}); earlier levels are kept "
-                    f"in {self.dir.root}")
+            self._check_divergence(level, stats)
             t0 = time.perf_counter()
             if level == 0 and step == exp.rewind_step:
                 Checkpoints.save(self.ckpt.rewind, step, state, {"step": step})
@@ -335,17 +434,42 @@ class Run:
             if at_epoch_end and every and epochs_done % every == 0 and step < exp.total_steps:
                 Checkpoints.save(self.ckpt.progress, level * (exp.total_steps + 1) + step, state,
                                  {"level": level, "step": step})
+            if self.signals and step < exp.total_steps:
+                Checkpoints.save(self.ckpt.progress, level * (exp.total_steps + 1) + step, state,
+                                 {"level": level, "step": step})
+                raise RunInterruptedError(
+                    f"stopped by signal {self.signals[0]} at level {level}, step {step}; a "
+                    f"checkpoint is written: run the same command again to resume",
+                    self.signals[0])
             timer.add("checkpoint", t0)
             if (at_epoch_end and c.log.every_epochs and epochs_done % c.log.every_epochs == 0
                     and epochs_done < c.train.epochs):
                 now = time.perf_counter()
-                log.info("level %d epoch %d/%d loss %.4f (%.2f s/epoch)", level, epochs_done,
-                         c.train.epochs, float(loss.mean()),
+                log.info("level %d epoch %d/%d loss %.4f (%.3f s/epoch)", level, epochs_done,
+                         c.train.epochs, float(np.nanmean(stats["loss"])),
                          (now - last_log) / c.log.every_epochs)
                 last_log = now
         timer.add("train", start)
         timer.seconds["train"] -= timer.seconds.get("checkpoint", 0.0)
         return state
+
+    def _check_divergence(self, level: int, stats: dict[str, jax.Array]) -> None:
+        """Stops on a NaN/inf loss, or with "skip_replicate" marks the replicate as skipped."""
+        first_bad = np.asarray(stats["first_nonfinite_step"])
+        bad = first_bad >= 0
+        if not bad.any():
+            return
+        where = ", ".join(f"replicate {r} at step {first_bad[r]}" for r in np.flatnonzero(bad))
+        skip = self.exp.config.train.on_divergence == "skip_replicate"
+        if not skip or (bad | self.diverged).all():
+            raise TrainingDivergedError(
+                f"level {level}: the training loss became NaN or infinite ({where}); finished "
+                f"levels are kept in {self.dir.root}"
+                + ("" if skip else "; train.on_divergence=skip_replicate would skip it"))
+        new = bad & ~self.diverged
+        if new.any():
+            log.warning("level %d: skipping diverged replicate(s): %s", level, where)
+        self.diverged |= bad
 
     def _record(self, level: int, state: train.TrainState, seconds: dict[str, float],
                 resumed: bool = False) -> None:
@@ -356,7 +480,7 @@ class Run:
         rows = []
         for r in range(self.exp.replicates):
             row = {"level": level, "replicate": r, **counts[r], **values[r],
-                   "epochs": self.exp.config.train.epochs,
+                   "epochs": self.exp.config.train.epochs, "diverged": bool(self.diverged[r]),
                    "time_eval_s": eval_s}
             if not resumed:
                 row.update({f"time_{k}_s": v for k, v in seconds.items()})
@@ -372,22 +496,23 @@ class Run:
         self._summarise(finished=False)
 
     def _summarise(self, finished: bool) -> dict[str, Any]:
-        """Writes summary.json: the best pruned level by mean test error over replicates."""
-        by_level = self._rows_by_level()
-        levels = sorted(by_level)
-        mean = {lv: float(np.mean([r["test_error"] for r in by_level[lv]])) for lv in levels}
-        best = min(levels, key=lambda lv: mean[lv])
-        summary = {
-            "finished": finished,
-            "levels_done": len(levels),
-            "dense_test_error": mean[0],
-            "best_level": best,
-            "best_test_error": mean[best],
-            "effective_parameters": by_level[best][0]["remaining_weights"],
-            "total_weights": by_level[best][0]["total_weights"],
-        }
+        """Writes summary.json (see :func:`imp_jax.analysis.summarise`) and returns it."""
+        summary = analysis.summarise(self.dir.read_rows(),
+                                     num_bins=self.exp.config.eval.num_bins, finished=finished)
         write_json(self.dir.summary, summary)
         return summary
+
+
+def open_run(workdir: str) -> Run:
+    """The :class:`Run` of an existing run directory, built from its ``config.json``."""
+    rundir = RunDir(workdir)
+    if not rundir.config.exists():
+        raise FileNotFoundError(f"{rundir.root} has no config.json: not an imp_jax run directory")
+    config = ml_collections.ConfigDict(json.loads(rundir.config.read_text()))
+    for key in ("model.hidden", "prune.exclude", "train.lr_decay_epochs"):  # JSON lists
+        section, field = key.split(".")
+        config[section][field] = tuple(config[section][field])
+    return Run(config, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -181,3 +181,24 @@ def test_rewind_to_iteration_saves_that_point(tmp_path):
     point, meta = Checkpoints.restore(runner.ckpt.rewind, 10, runner.target)
     runner.ckpt.close()
     assert meta["step"] == 10 and np.all(np.asarray(point.step) == 10)
+
+
+def test_controls_keep_the_sparsity_but_change_the_weights(reference, tmp_path):
+    """Random re-initialisation and random pruning: same sparsity as the IMP ticket, other
+    weights."""
+    ref_dir, _ = reference
+    ticket = final_state(imp.build(tiny_config()), ref_dir, 3)
+    kernel = lambda s: np.asarray(s.params["hidden_0"]["kernel"])  # noqa: E731
+    mask = lambda s: np.concatenate(  # noqa: E731
+        [np.asarray(m).ravel() for m in jax.tree_util.tree_leaves(s.masks)])
+    for name, overrides in (("reinit", {"imp.reinit": True}),
+                            ("random", {"prune.method": "random_global"})):
+        exp = imp.build(tiny_config(**overrides))
+        run(exp, tmp_path / name)
+        control = final_state(exp, tmp_path / name, 3)
+        assert results(tmp_path / name)[-1]["remaining_weights"] == results(ref_dir)[-1][
+            "remaining_weights"]
+        assert mask(control).sum() == mask(ticket).sum()
+        assert not np.array_equal(kernel(control), kernel(ticket))
+        if name == "random":
+            assert not np.array_equal(mask(control), mask(ticket))

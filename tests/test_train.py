@@ -28,38 +28,58 @@ def stacked(y, replicates):
     return jnp.broadcast_to(y, (replicates, N))
 
 
+def order(tr, state, epoch):
+    return tr.epoch_order(np.asarray(state.rng), epoch)
+
+
 def test_training_reduces_loss_and_error(problem):
     x, y = problem
     tr = make_trainer(momentum=0.9)
     state = tr.init(jax.random.split(jax.random.key(0), 2), x)
     before = tr.predict(state.params, state.masks, state.model_state, x)
     for epoch in range(30):
-        state, loss = tr.run_steps(state, x, stacked(y, 2), epoch, 0, tr.steps_per_epoch)
+        state, stats = tr.run_steps(state, x, stacked(y, 2), order(tr, state, epoch), 0,
+                                    tr.steps_per_epoch)
     after = tr.predict(state.params, state.masks, state.model_state, x)
     assert after.shape == (2, N, 2)
     err = lambda logits: float(jnp.mean(jnp.argmax(logits, -1) != y))  # noqa: E731
     assert err(after[0]) < 0.1 < err(before[0]) + 0.1
     assert int(state.step[0]) == 30 * 4  # 100 examples, batch 32: 3 full batches + 1 of 4
-    assert np.all(np.asarray(loss) < 0.5)
+    assert np.all(np.asarray(stats["loss"]) < 0.5)
+    assert np.all(np.asarray(stats["first_nonfinite_step"]) == -1)
 
 
 def test_split_epoch_equals_whole_epoch(problem):
     x, y = problem
     tr = make_trainer(momentum=0.9, weight_decay=1e-3)
     keys = jax.random.split(jax.random.key(1), 2)
-    whole, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 2), 3, 0, 4)
-    part, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 2), 3, 0, 1)
-    part, _ = tr.run_steps(part, x, stacked(y, 2), 3, 1, 4)
+    epoch3 = order(tr, tr.init(keys, x), 3)
+    whole, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 2), epoch3, 0, 4)
+    part, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 2), epoch3, 0, 1)
+    part, _ = tr.run_steps(part, x, stacked(y, 2), epoch3, 1, 4)
     chex.assert_trees_all_equal(whole, part)
+
+
+def test_epoch_order_is_a_permutation_per_replicate_and_epoch(problem):
+    x, _ = problem
+    tr = make_trainer()
+    rng = np.asarray(tr.init(jax.random.split(jax.random.key(6), 2), x).rng)
+    a, b = tr.epoch_order(rng, 0), tr.epoch_order(rng, 1)
+    assert a.shape == (2, N) and a.dtype == np.int32
+    assert all(sorted(row) == list(range(N)) for row in (*a, *b))
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a, tr.epoch_order(rng, 0))
 
 
 def test_replicates_match_single_runs(problem):
     x, y = problem
     tr = make_trainer()
     keys = jax.random.split(jax.random.key(2), 3)
-    both, _ = tr.run_steps(tr.init(keys, x), x, stacked(y, 3), 0, 0, 4)
+    init = tr.init(keys, x)
+    both, _ = tr.run_steps(init, x, stacked(y, 3), order(tr, init, 0), 0, 4)
     for r in range(3):
-        one, _ = tr.run_steps(tr.init(keys[r:r + 1], x), x, stacked(y, 1), 0, 0, 4)
+        single = tr.init(keys[r:r + 1], x)
+        one, _ = tr.run_steps(single, x, stacked(y, 1), order(tr, single, 0), 0, 4)
         chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, r=r: a[r], both),
                                     jax.tree_util.tree_map(lambda a: a[0], one), atol=1e-6)
     # Different keys: different initialisations.
@@ -75,7 +95,8 @@ def test_pruned_weights_stay_zero_with_momentum_and_decay(problem):
     mask = masks.prune_global(one.params, one.masks, 0.7)
     state = jax.vmap(tr.rewind, in_axes=(0, None))(state, mask)
     for epoch in range(5):
-        state, _ = tr.run_steps(state, x, stacked(y, 1), epoch, 0, tr.steps_per_epoch)
+        state, _ = tr.run_steps(state, x, stacked(y, 1), order(tr, state, epoch), 0,
+                                tr.steps_per_epoch)
     kernel = np.asarray(state.params["hidden_0"]["kernel"][0])
     keep = np.asarray(mask["hidden_0"]["kernel"])
     assert np.all(kernel[~keep] == 0.0) and np.all(kernel[keep] != 0.0)
@@ -85,7 +106,7 @@ def test_rewind_resets_optimizer_state_and_keeps_step(problem):
     x, y = problem
     tr = make_trainer(momentum=0.9)
     state = tr.init(jax.random.split(jax.random.key(4), 1), x)
-    state, _ = tr.run_steps(state, x, stacked(y, 1), 0, 0, 4)
+    state, _ = tr.run_steps(state, x, stacked(y, 1), order(tr, state, 0), 0, 4)
     rewound = jax.vmap(tr.rewind)(state, state.masks)
     trace = rewound.opt_state[1].trace
     assert all(float(jnp.abs(t).max()) == 0.0 for t in jax.tree_util.tree_leaves(trace))
@@ -104,6 +125,16 @@ def test_last_partial_batch_is_weighted(problem):
     tr = make_trainer()
     state = tr.init(jax.random.split(jax.random.key(5), 1), x)
     before = np.asarray(state.params["output"]["kernel"])  # the state is donated below
-    after, loss = tr.run_steps(state, x, stacked(y, 1), 0, 3, 4)
-    assert np.isfinite(np.asarray(loss)).all()
+    after, stats = tr.run_steps(state, x, stacked(y, 1), order(tr, state, 0), 3, 4)
+    assert np.isfinite(np.asarray(stats["loss"])).all()
     assert not np.allclose(after.params["output"]["kernel"], before)
+
+
+def test_first_nonfinite_step_is_reported(problem):
+    x, y = problem
+    tr = make_trainer(lr=1e30)  # diverges within a few steps
+    state = tr.init(jax.random.split(jax.random.key(7), 1), x)
+    state, stats = tr.run_steps(state, x, stacked(y, 1), order(tr, state, 0), 0, 4)
+    # Step 0 starts from the finite initialisation; its huge update breaks the next steps.
+    assert int(np.asarray(stats["first_nonfinite_step"])[0]) == 1
+    assert not np.isfinite(np.asarray(stats["loss"])).any()

@@ -1,0 +1,99 @@
+"""`python -m experiments.report` on a tiny run of `python -m experiments.run`."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import report
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MIXTURE = ["--config=configs/mixture_linear.py:smoke", "--config.data.mixture_dim=10",
+                "--config.data.mixture_train=500", "--config.data.mixture_test=300",
+                "--config.model.hidden=(8,)", "--config.train.epochs=4",
+                "--config.train.batch_size=100", "--config.eval.fresh_points=2000"]
+FIGURES = ("sdd_curve", "ece_curve", "calibration", "mixture_profile", "mixture_vs_true",
+           "mixture_error_map")
+COLUMNS = ["run", "model", "level", "weights", "test error", "ECE (clean)", "ECE (noisy)", "NLL",
+           "overconfidence", r"\|p - p_true\|"]
+
+
+def python(module, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def figure_files(workdir):
+    return {p.name: p.stat().st_size for p in (workdir / "plots").iterdir()}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("report") / "run"
+    out = python("experiments.run", *TINY_MIXTURE, f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
+def test_run_writes_the_figures(workdir):
+    files = figure_files(workdir)
+    assert set(files) == {f"{n}.{ext}" for n in FIGURES for ext in ("png", "pdf")}
+    assert all(size > 1000 for size in files.values())
+
+
+def test_report_table_csv_and_figures(workdir, tmp_path):
+    shutil.rmtree(workdir / "plots", ignore_errors=True)
+    csv_path = tmp_path / "out" / "table.csv"
+    out = python("experiments.report", workdir, f"--csv={csv_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split(" | ")] == COLUMNS
+    assert lines[1] == "|" + "---|" * len(COLUMNS)
+    summary = json.loads((workdir / "summary.json").read_text())
+    body = [[c.strip() for c in line[1:-1].split("|")] for line in lines[2:]]
+    assert [(r[0], r[1], int(r[2])) for r in body] == [
+        (str(workdir), "dense", 0), (str(workdir), "best pruned", summary["best_level"])]
+    assert int(body[1][3]) == summary["effective_parameters"]
+    assert all(" ± " in cell for r in body for cell in r[4:])
+
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table] == ["dense", "best pruned"]
+    assert list(table[0])[:6] == ["run", "model", "level", "weights", "test_error",
+                                  "test_error_std"]
+    assert float(table[1]["test_error"]) == pytest.approx(summary["best_test_error"])
+    assert float(table[0]["true_abs_error"]) == pytest.approx(
+        summary["models"]["dense"]["metrics"]["true_abs_error"]["mean"])
+    assert all(size > 1000 for size in figure_files(workdir).values())
+    assert len(figure_files(workdir)) == 2 * len(FIGURES)
+
+
+def test_report_default_csv_without_plots(workdir):
+    shutil.rmtree(workdir / "plots", ignore_errors=True)
+    out = python("experiments.report", workdir, "--noplots")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (workdir / "report.csv").is_file() and not (workdir / "plots").exists()
+    assert len(out.stdout.strip().splitlines()) == 4
+
+
+def test_report_rejects_paths_that_are_not_runs(workdir, tmp_path):
+    out = python("experiments.report", workdir, tmp_path, "--noplots")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path} is not an imp_jax run directory (no config.json)")
+
+
+def test_load_rows_errors(workdir, tmp_path):
+    with pytest.raises(report.ReportError, match="is not a directory"):
+        report.load_rows(str(tmp_path / "nope"))
+    shutil.copy(workdir / "config.json", tmp_path)
+    with pytest.raises(report.ReportError, match="has no finished level yet"):
+        report.load_rows(str(tmp_path))
+    rows, num_bins = report.load_rows(str(workdir))
+    assert num_bins == 15 and len(rows) == 4 * 2

@@ -1,0 +1,77 @@
+"""The command line, end to end: `python -m experiments.run` on the smoke configs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MIXTURE = ["--config.data.mixture_dim=10", "--config.data.mixture_train=500",
+                "--config.data.mixture_test=300", "--config.model.hidden=(8,)",
+                "--config.train.epochs=3", "--config.train.batch_size=100",
+                "--config.eval.fresh_points=2000"]
+
+
+def run_cli(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "experiments.run", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def rows(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_mnist_smoke(mnist_tfds, tmp_path):
+    workdir = tmp_path / "run"
+    out = run_cli("--config=configs/mnist_noise.py:smoke", f"--workdir={workdir}",
+                  f"--config.data.manual_dir={mnist_tfds['manual_dir']}",
+                  f"--config.data.data_dir={mnist_tfds['data_dir']}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["data"]["train_subset"] == 2000 and config["model"]["hidden"] == [300]
+    got = rows(workdir)
+    assert [(r["level"], r["replicate"]) for r in got] == [(lv, r) for lv in range(3)
+                                                           for r in range(2)]
+    # 784*300 prunable, the 300*10 output layer excluded; 20% of the rest per level.
+    assert [r["prunable_remaining"] for r in got[::2]] == [235_200, 188_160, 150_528]
+    assert [r["remaining_weights"] for r in got[::2]] == [238_200, 191_160, 153_528]
+    assert all(r["total_weights"] == 238_200 for r in got)
+    assert all(0.0 <= r["test_error"] < 0.5 for r in got)  # it learns from 2 000 noisy labels
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [
+        "levels", "progress", "rewind"]
+    assert json.loads((workdir / "summary.json").read_text())["finished"]
+
+
+@pytest.mark.parametrize("config", ["mixture_linear", "mixture_xor"])
+def test_mixture_smoke_default_workdir_and_rerun(config, tmp_path):
+    args = [f"--config={ROOT / 'configs' / config}.py:smoke", *TINY_MIXTURE]
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (workdir,) = (tmp_path / "runs").iterdir()
+    assert workdir.name.startswith(f"{config}_smoke-")
+    got = rows(workdir)
+    assert len(got) == 4 * 2 and all("true_abs_error" in r for r in got)
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "is finished" in again.stderr
+    assert rows(workdir) == got
+
+
+def test_bad_value_stops_before_any_work(tmp_path):
+    out = run_cli("--config=configs/mixture_linear.py:smoke", "--config.train.lr=-1",
+                  f"--workdir={tmp_path / 'run'}")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: config.train.lr: must be in (0.0, inf), got -1.0")
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_larger_than_dataset(tmp_path):
+    out = run_cli("--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE,
+                  "--config.train.batch_size=1000", f"--workdir={tmp_path / 'run'}")
+    assert out.returncode == 2
+    assert "config.train.batch_size: 1000 is larger than the training set (500 examples)" \
+        in out.stderr
