@@ -191,7 +191,9 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
       "std"}}}`` over replicates for the metrics of :data:`REQUIRED_METRICS` and those of
       :data:`OPTIONAL_METRICS` present in the rows (``{b}`` = ``num_bins``);
     * ``best_level_val`` when the rows have ``val_error``;
-    * ``landmarks``: :func:`sdd_landmarks` of the test error.
+    * ``landmarks``: :func:`sdd_landmarks` of the test error;
+    * ``skipped_replicates``: replicates that diverged (``"diverged": true`` in any of their
+      rows, see ``train.on_divergence``); all their rows are left out of everything above.
 
     All values are plain ints, floats, strings, bools, None, lists and dicts (non-finite floats
     become None), so the dict equals itself after a JSON round trip.
@@ -201,6 +203,8 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
         (``remaining_weights``, ``prunable_remaining``, ``total_weights``, ``prunable_total``).
     """
     rows = list(rows)
+    skipped = sorted({r["replicate"] for r in rows if r.get("diverged")})
+    rows = [r for r in rows if r["replicate"] not in skipped]
     grouped = _by_level(rows)
     required = [m.format(b=num_bins) for m in REQUIRED_METRICS]
     optional = [m.format(b=num_bins) for m in OPTIONAL_METRICS]
@@ -222,6 +226,7 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
         "prunable_total": _count(grouped[dense], "prunable_total", dense),
         "models": models,
         "landmarks": sdd_landmarks(rows, "test_error"),
+        "skipped_replicates": skipped,
     }
     if "val_error" in metrics:
         best_val = best_level(rows, select="val")

@@ -145,16 +145,20 @@ class Trainer:
               weights: jax.Array) -> tuple[TrainState, jax.Array]:
         def loss_fn(params):
             variables = {"params": masks_lib.apply_mask(params, state.masks), **state.model_state}
-            logits = self.model.apply(variables, xb, train=True)
-            return jnp.sum(cross_entropy(logits, yb) * weights) / jnp.sum(weights)
+            # Batch statistics (if any) are updated in train mode; they are never pruned.
+            logits, model_state = self.model.apply(variables, xb, train=True,
+                                                   mutable=list(state.model_state))
+            loss = jnp.sum(cross_entropy(logits, yb) * weights) / jnp.sum(weights)
+            return loss, model_state
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params,
                                                    masks=state.masks)
         lr = self.learning_rate(state.step)
         params = jax.tree_util.tree_map(lambda p, u: p - (lr * u).astype(p.dtype),
                                         state.params, updates)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             model_state=dict(model_state)), loss
 
     def epoch_order(self, rng: np.ndarray, epoch: int) -> np.ndarray:
         """The shuffled example order of ``epoch`` for each replicate: (replicates, n_train).
@@ -175,7 +179,9 @@ class Trainer:
         global step whose loss was first NaN or infinite, or -1}``.
         """
         b, spe, n = self.hyper.batch_size, self.steps_per_epoch, self.n_train
-        order = jnp.pad(order, (0, spe * b - n))
+        # The last batch is filled up with the epoch's first examples at zero loss weight, so
+        # that batch statistics (BatchNorm) still see real, distinct images.
+        order = jnp.concatenate([order, order[:spe * b - n]])
         valid = (jnp.arange(spe * b) < n).astype(jnp.float32)
 
         def body(i, carry):
@@ -204,7 +210,7 @@ class Trainer:
                  x: jax.Array) -> jax.Array:
         variables = {"params": masks_lib.apply_mask(params, masks), **model_state}
         batch = min(self.eval_batch_size, x.shape[0])
-        return jax.lax.map(lambda xb: self.model.apply(variables, xb[None])[0], x,
+        return jax.lax.map(lambda xb: self.model.apply(variables, xb[None], train=False)[0], x,
                            batch_size=batch)
 
     @property

@@ -1,5 +1,6 @@
 """End-to-end tests of the IMP driver on a tiny Gaussian-mixture task (in-process)."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -202,3 +203,30 @@ def test_controls_keep_the_sparsity_but_change_the_weights(reference, tmp_path):
         assert not np.array_equal(kernel(control), kernel(ticket))
         if name == "random":
             assert not np.array_equal(mask(control), mask(ticket))
+
+
+def test_divergence_stops_with_level_and_step(tmp_path):
+    exp = imp.build(tiny_config(**{"train.lr": 1e30}))
+    with pytest.raises(imp.TrainingDivergedError,
+                       match=r"level 0: the training loss became NaN or infinite \(replicate 0 "
+                             r"at step \d+, replicate 1 at step \d+\)"):
+        run(exp, tmp_path)
+
+
+def test_skip_replicate_marks_rows_and_summary(experiment, tmp_path, monkeypatch):
+    """A replicate that diverges at level 1 is skipped from then on; the others go on."""
+    config = tiny_config(**{"train.on_divergence": "skip_replicate"})
+    exp = dataclasses.replace(experiment, config=config)
+    original = imp.Run._check_divergence
+
+    def check(self, level, stats):
+        if level == 1:  # pretend replicate 1 produced a NaN loss at step 3
+            stats = {**stats, "first_nonfinite_step": np.array([-1, 3])}
+        original(self, level, stats)
+
+    monkeypatch.setattr(imp.Run, "_check_divergence", check)
+    summary = run(exp, tmp_path)
+    rows = results(tmp_path)
+    assert [r["diverged"] for r in rows if r["replicate"] == 1] == [False, True, True, True]
+    assert not any(r["diverged"] for r in rows if r["replicate"] == 0)
+    assert summary["skipped_replicates"] == [1] and summary["replicates"] == 1
