@@ -1,21 +1,35 @@
-"""Dense vs best pruned model of one or more runs: a table, a CSV file and each run's figures.
+"""Dense vs best pruned model of runs or of whole sweeps: tables, CSV files and figures.
 
     python -m experiments.report RUN_DIR [RUN_DIR ...] [--csv=PATH] [--noplots]
+    python -m experiments.report SWEEP_DIR [SWEEP_DIR ...] [--csv=PATH] [--noplots]
 
-Prints a markdown table to stdout with, for every run, the dense model (level 0), the best pruned
-model (lowest mean test error) and, when the run held out a validation split, the model selected
-on it: level, remaining kernel weights, test error, ECE on clean and on noisy test labels, NLL,
-overconfidence and, for mixture tasks, the mean |p_model - p_true| on fresh points (mean ± std
-over replicates). The same numbers go to a CSV file (``--csv``; by default ``report.csv`` in the
-first RUN_DIR) with the means and standard deviations in separate columns. Unless ``--noplots``,
-every run's figures are redrawn into ``RUN_DIR/plots/`` (this restores checkpoints and loads the
-run's data). A path that is not a run directory stops the report before any work, with one line
-on stderr and exit status 2.
+For run directories: prints a markdown table to stdout with, for every run, the dense model
+(level 0), the best pruned model (lowest mean test error) and, when the run held out a validation
+split, the model selected on it: level, remaining kernel weights, test error, ECE on clean and on
+noisy test labels, NLL, overconfidence and, for mixture tasks, the mean |p_model - p_true| on fresh
+points (mean ± std over replicates). The same numbers go to a CSV file (``--csv``; by default
+``report.csv`` in the first RUN_DIR) with the means and standard deviations in separate columns.
+Unless ``--noplots``, every run's figures are redrawn into ``RUN_DIR/plots/`` (this restores
+checkpoints and loads the run's data).
+
+For sweep directories (those of ``python -m experiments.sweep``, holding ``sweep.json``): the
+study table, one line per setting (the runs of different seeds pooled): dense weights, test
+error and ECE, the best pruned level, the effective number of parameters (and its mean ± std
+over replicates), the best pruned model's test error and ECE, and where the sparse double
+descent stands; to ``--csv`` or ``study.csv`` in the first SWEEP_DIR. Unless ``--noplots``, from
+the metrics alone: each width sweep's Figure-1-shaped ``double_descent`` into its
+``SWEEP_DIR/plots/``, and the effective number of parameters against the full network's weights
+and against nu (every given sweep on one plot) into the first SWEEP_DIR's ``plots/``. A point of
+a sweep is an ordinary run directory: report on it for its own figures.
+
+A path that is neither stops the report before any work, with one line on stderr and exit
+status 2; so does mixing run and sweep directories.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -31,9 +45,10 @@ from absl import logging as absl_logging
 from imp_jax import analysis, imp, plots
 from imp_jax.rundir import RunDir, RunDirError
 
-_CSV = flags.DEFINE_string("csv", "", "CSV output path (default: RUN_DIR/report.csv of the "
-                                      "first run).")
-_PLOTS = flags.DEFINE_bool("plots", True, "Redraw every run's figures into RUN_DIR/plots/.")
+_CSV = flags.DEFINE_string("csv", "", "CSV output path (default: report.csv in the first "
+                                      "RUN_DIR, study.csv in the first SWEEP_DIR).")
+_PLOTS = flags.DEFINE_bool("plots", True, "Redraw every run's figures into RUN_DIR/plots/, or "
+                                          "the study figures of sweeps.")
 
 # (column title, metric name; {b} is the run's ECE bin count).
 METRIC_COLUMNS = (("test error", "test_error"), ("ECE (clean)", "test_ece_{b}"),
@@ -95,13 +110,16 @@ def _cell(value: Any) -> str:
         return "–"
     if isinstance(value, tuple):
         mean, std = value
+        if isinstance(mean, int):  # a count
+            return f"{mean} ± {std}"
         return "–" if mean is None else f"{mean:.4f} ± {std or 0.0:.4f}"
     return str(value)
 
 
-def markdown(records: list[dict[str, Any]]) -> str:
-    """The records as a markdown table (mean ± std over replicates)."""
-    columns = _columns(records)
+def markdown(records: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """The records as a markdown table (mean ± std over replicates); ``columns`` default to
+    those of :func:`table_rows` records."""
+    columns = columns or _columns(records)
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"
@@ -110,19 +128,165 @@ def markdown(records: list[dict[str, Any]]) -> str:
                       *(line([_cell(r[c]) for c in columns]) for r in records)])
 
 
-def write_csv(records: list[dict[str, Any]], path: Path) -> None:
-    """The records as CSV: metric means under snake_case names, stds under ``<name>_std``."""
-    columns = _columns(records)
-    header = columns[:4] + [n for c in columns[4:] for n in (CSV_NAMES[c], CSV_NAMES[c] + "_std")]
+def write_csv(records: list[dict[str, Any]], path: Path, columns: list[str] | None = None,
+              names: dict[str, str] | None = None) -> None:
+    """The records as CSV, each column under its name in ``names`` (default
+    :data:`CSV_NAMES`; else its title); a column of ``(mean, std)`` cells becomes two, the
+    second ``<name>_std``."""
+    columns = columns or _columns(records)
+    names = CSV_NAMES if names is None else names
+    paired = {c for c in columns if any(isinstance(r[c], tuple) for r in records)}
+    header = [n for c in columns
+              for n in ((names.get(c, c), names.get(c, c) + "_std") if c in paired
+                        else (names.get(c, c),))]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for r in records:
-            values = [r[c] for c in columns[:4]]
-            for c in columns[4:]:
-                values += ["", ""] if r[c] is None else list(r[c])
+            values = []
+            for c in columns:
+                if c not in paired:
+                    values.append("" if r[c] is None else r[c])
+                else:
+                    values += ["", ""] if r[c] is None else list(r[c])
             writer.writerow(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps.
+
+SWEEP_FILE = "sweep.json"
+# Study table columns after the sweep and its axes: (title, CSV name).
+STUDY_COLUMNS = (("replicates", "replicates"), ("weights", "weights"),
+                 ("test error (dense)", "dense_test_error"), ("ECE (dense)", "dense_ece"),
+                 ("best level", "best_level"), ("effective parameters", "effective_parameters"),
+                 ("effective (per replicate)", "effective_parameters_replicates"),
+                 ("test error (best)", "best_test_error"), ("ECE (best)", "best_ece"),
+                 ("SDD", "status"))
+
+
+def is_sweep(path: str) -> bool:
+    """Whether ``path`` is a sweep directory (it holds ``sweep.json``)."""
+    return (Path(path) / SWEEP_FILE).is_file()
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """The records (:func:`imp_jax.analysis.study_records`) of one sweep directory."""
+
+    path: Path
+    label: str  # the sweep's config name
+    axes: list[str]  # swept axes shown in tables and figures (the seeds are pooled)
+    records: list[dict[str, Any]]
+    num_bins: int
+
+
+def load_study(path: str) -> Study:
+    """Reads ``sweep.json`` and every started point's metrics rows.
+
+    Raises:
+      ReportError: ``sweep.json`` is unreadable, or no point has a finished level yet.
+    """
+    root = Path(path)
+    try:
+        sweep = json.loads((root / SWEEP_FILE).read_text())
+        points = [(p["values"], root / p["dir"]) for p in sweep["points"]]
+        label = sweep["name"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReportError(f"{path}: unreadable {SWEEP_FILE} ({e})") from e
+    loaded, unfinished = [], set()
+    num_bins = None
+    for values, run_dir in points:
+        try:
+            rows, num_bins = load_rows(str(run_dir))
+        except ReportError as e:
+            logging.info("%s: leaving out %s (%s)", path, run_dir.name, e)
+            continue
+        loaded.append((values, rows))
+        try:
+            finished = json.loads(RunDir(run_dir).summary.read_text()).get("finished")
+        except (OSError, ValueError):  # killed before its first summary
+            finished = False
+        if not finished:
+            unfinished.add(tuple(sorted((k, v) for k, v in values.items() if k != "seed")))
+    if num_bins is None:
+        raise ReportError(f"{path}: no point of the sweep has a finished level yet")
+    records = analysis.study_records(loaded, num_bins=num_bins)
+    for r in records:
+        if tuple(sorted(r["values"].items())) in unfinished:
+            r["status"] += " (unfinished)"
+    axes = [a for a in ("width", "nu") if any(a in values for values, _ in points)]
+    return Study(root, label, axes, records, num_bins)
+
+
+def study_rows(study: Study) -> list[dict[str, Any]]:
+    """One table record per setting of the study (``(mean, std)`` cells over replicates)."""
+
+    def pair(value: dict[str, float | None]) -> tuple[float | None, float | None]:
+        return value["mean"], value["std"]
+
+    ece = f"test_ece_{study.num_bins}"
+    out = []
+    for r in study.records:
+        dense, best = (r["models"][k]["metrics"] for k in ("dense", "best"))
+        out.append({
+            "sweep": study.label, **{a: r["values"].get(a) for a in study.axes},
+            "replicates": r["replicates"], "weights": r["total_weights"],
+            "test error (dense)": pair(dense["test_error"]), "ECE (dense)": pair(dense[ece]),
+            "best level": r["best_level"], "effective parameters": r["effective_parameters"],
+            "effective (per replicate)": tuple(
+                round(v or 0.0) for v in pair(r["effective_parameters_replicates"])),
+            "test error (best)": pair(best["test_error"]), "ECE (best)": pair(best[ece]),
+            "SDD": r["status"]})
+    return out
+
+
+def _series(studies: list[Study], axis: str) -> dict[str, list[dict[str, Any]]]:
+    """Records of the studies sweeping ``axis``, one series per sweep and value of the other
+    axes."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    for study in studies:
+        for r in study.records:
+            if axis in r["values"]:
+                others = ", ".join(f"{k}={v:g}" for k, v in r["values"].items() if k != axis)
+                series.setdefault(study.label + (f" ({others})" if others else ""), []).append(r)
+    return series
+
+
+def write_study_plots(studies: list[Study]) -> list[Path]:
+    """The study figures (see the module docstring); returns the paths."""
+    paths = []
+    for study in studies:
+        if "width" in study.axes:
+            paths += plots.study_double_descent(study.records, study.path / "plots",
+                                                title=study.label)
+    out = studies[0].path / "plots"
+    for axis, against in (("width", "weights"), ("nu", "nu")):
+        series = _series(studies, axis)
+        if series:
+            paths += plots.effective_parameters(series, out, against=against)
+    return paths
+
+
+def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True) -> str:
+    """Loads the sweeps in ``paths``, writes the study CSV (and figures if ``draw``) and
+    returns the markdown table.
+
+    Raises:
+      ReportError: a path is not a readable sweep with a finished level.
+    """
+    studies = [load_study(path) for path in paths]
+    axes = [a for a in ("width", "nu") if any(a in s.axes for s in studies)]
+    records = [{**dict.fromkeys(axes), **r} for s in studies for r in study_rows(s)]
+    columns = ["sweep", *axes, *(title for title, _ in STUDY_COLUMNS)]
+    path = Path(csv_path or studies[0].path / "study.csv")
+    write_csv(records, path, columns, dict(STUDY_COLUMNS))
+    logging.info("wrote %s", path)
+    if draw:
+        written = write_study_plots(studies)
+        logging.info("wrote %d study figure files", len(written))
+    return markdown(records, columns)
 
 
 def main(argv: list[str]) -> int:
@@ -133,7 +297,17 @@ def main(argv: list[str]) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     run_dirs = argv[1:]
     if not run_dirs:
-        raise app.UsageError("give at least one run directory")
+        raise app.UsageError("give at least one run or sweep directory")
+    sweeps = [path for path in run_dirs if is_sweep(path)]
+    try:
+        if sweeps and len(sweeps) < len(run_dirs):
+            raise ReportError("give either run directories or sweep directories, not both")
+        if sweeps:
+            print(report_sweeps(sweeps, csv_path=_CSV.value, draw=_PLOTS.value))
+            return 0
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:  # every path is checked before any figure is drawn
         loaded = {path: load_rows(path) for path in run_dirs}
     except ReportError as e:

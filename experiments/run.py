@@ -16,6 +16,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -27,12 +28,39 @@ from imp_jax.rundir import RunDirError
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (default: derived from the config).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first: one process per host (TPU "
+    "pods and SLURM/Open MPI clusters are detected; elsewhere give the three flags below).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config"])
 
 
 def default_workdir(config) -> str:
     """``runs/<name>-<fingerprint>``: the same config always maps to the same directory."""
     return os.path.join("runs", f"{config.name}-{config_lib.fingerprint(config)}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override reported as one ``error:`` line
+    (exit 2) instead of absl's usage text or a traceback."""
+    try:
+        rest = flags.FLAGS(argv)
+        _CONFIG.value.keys()  # a config file that failed to load raises only when first used
+        return rest
+    except (flags.Error, AttributeError, KeyError, OSError) as e:
+        # ml_collections raises a bare AttributeError/KeyError for an override of a field that
+        # does not exist; name the field the way config validation does.
+        unknown = [name for name in (a.split("=", 1)[0].removeprefix("--") for a in argv[1:])
+                   if name.startswith("config.")
+                   and name.removeprefix("config.") not in config_lib.RULES]
+        if unknown and isinstance(e, (AttributeError, KeyError)):
+            message = f"{unknown[0]}: unknown field"
+        else:  # errors from loading the config file end with the cause, after a traceback
+            message = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: list[str]) -> int:
@@ -44,6 +72,9 @@ def main(argv: list[str]) -> int:
     for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = _CONFIG.value
+    if _DISTRIBUTED.value or _COORDINATOR.value:
+        jax.distributed.initialize(_COORDINATOR.value or None, _NUM_PROCESSES.value,
+                                   _PROCESS_ID.value)
     try:
         config_lib.validate(config)  # before anything is created on disk
         workdir = _WORKDIR.value or default_workdir(config)
@@ -58,6 +89,9 @@ def main(argv: list[str]) -> int:
     logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
                  summary["best_level"], summary["effective_parameters"],
                  summary["best_test_error"], summary["dense_test_error"])
+    if jax.process_count() > 1:
+        logging.info("draw the figures with: python -m experiments.report %s", workdir)
+        return 0
     try:
         runner = imp.open_run(workdir)
         try:
@@ -72,4 +106,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

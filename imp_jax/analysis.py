@@ -233,3 +233,77 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
         summary["best_level_val"] = best_val
         models["best_val"] = _model_summary(grouped[best_val], best_val, metrics)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Studies: many runs (e.g. the points of a sweep over widths, nu and seeds).
+
+
+def replicate_minima(rows: Iterable[Row], metric: str = "test_error") -> list[dict[str, Any]]:
+    """Per replicate of one run, the level with its own lowest ``metric`` (earliest on ties).
+
+    Returns:
+      One ``{"replicate", "level", "remaining_weights", "value"}`` per replicate, in replicate
+      order: the spread of the best pruned model's size over replicates.
+
+    Raises:
+      ValueError: no rows, or a row lacks ``metric``.
+    """
+    by_replicate: dict[int, list[Row]] = {}
+    for row in rows:
+        by_replicate.setdefault(int(row["replicate"]), []).append(row)
+    if not by_replicate:
+        raise ValueError("no metrics rows: the run has not finished any level yet")
+    minima = []
+    for replicate, replicate_rows in sorted(by_replicate.items()):
+        curve = level_curve(replicate_rows, metric)
+        minima.append({"replicate": replicate, **_point(curve, int(np.argmin(curve["mean"])))})
+    return minima
+
+
+def study_record(values: Mapping[str, float], runs: Sequence[Sequence[Row]], *,
+                 num_bins: int = 15) -> dict[str, Any]:
+    """Dense vs best pruned model of one setting of a study, pooling its runs (seeds).
+
+    The runs must share an architecture, so that a level has the same weights in all of them;
+    their rows are pooled level by level as replicates of one run (:func:`summarise`).
+
+    Returns:
+      ``values`` (the setting, e.g. ``{"width": 300}``), ``runs``, ``replicates`` (in all runs),
+      ``total_weights`` (of the dense network), ``best_level`` and ``effective_parameters`` (the
+      minimum of the mean test-error curve), ``effective_parameters_replicates`` (``{"mean",
+      "std"}`` over replicates of each one's own minimum, :func:`replicate_minima`), ``status``
+      (of :func:`sdd_landmarks`), ``models`` (``dense`` and ``best`` as in :func:`summarise`)
+      and ``curve`` (:func:`level_curve` of the test error).
+
+    Raises:
+      ValueError: no rows, or a row lacks a metric :func:`summarise` needs.
+    """
+    rows = [row for run in runs for row in run]
+    summary = summarise(rows, num_bins=num_bins)
+    sizes = np.asarray([m["remaining_weights"] for run in runs if run
+                        for m in replicate_minima(run)], dtype=np.float64)
+    return {"values": dict(values), "runs": len(runs), "replicates": summary["replicates"],
+            "total_weights": summary["total_weights"], "best_level": summary["best_level"],
+            "effective_parameters": summary["effective_parameters"],
+            "effective_parameters_replicates": _mean_std(sizes),
+            "status": summary["landmarks"]["status"],
+            "models": {k: summary["models"][k] for k in ("dense", "best")},
+            "curve": level_curve(rows, "test_error")}
+
+
+def study_records(points: Iterable[tuple[Mapping[str, float], Sequence[Row]]], *,
+                  num_bins: int = 15, pool: Sequence[str] = ("seed",)) -> list[dict[str, Any]]:
+    """:func:`study_record` of every setting of a study, pooling the runs that differ only in
+    the ``pool`` axes (the seeds); settings in the order of their first point.
+
+    ``points`` are ``(values, rows)`` pairs, ``values`` the point's swept axes (e.g. ``{"width":
+    300, "seed": 1}``); points without rows (not started) are left out.
+    """
+    groups: dict[tuple, tuple[dict[str, float], list[Sequence[Row]]]] = {}
+    for values, rows in points:
+        if not rows:
+            continue
+        setting = {k: v for k, v in values.items() if k not in pool}
+        groups.setdefault(tuple(sorted(setting.items())), (setting, []))[1].append(rows)
+    return [study_record(setting, runs, num_bins=num_bins) for setting, runs in groups.values()]

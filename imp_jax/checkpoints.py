@@ -10,12 +10,51 @@ checkpoint by renaming a finished temporary directory, so a kill mid-write leave
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
 
+from imp_jax.rundir import RunDirError
+
 PyTree = Any
+
+# What to do about an unreadable checkpoint, by series. Training is deterministic, so a level
+# retrained from the checkpoints before it reproduces its metrics rows, which are kept.
+_UNREADABLE_ADVICE = {
+    "levels": "delete that directory (for level 0, checkpoints/rewind too) and run the same "
+              "command again to retrain that level; its metrics rows are kept",
+    "rewind": "delete checkpoints/rewind and checkpoints/levels and run the same command again "
+              "to retrain every level; the metrics rows are kept",
+    "progress": "it only saves time, so it is deleted",  # by imp_jax.imp, which redoes the level
+}
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint cannot be written or read; the message names it and says what to do."""
+
+
+@functools.cache  # installed once
+def _quiet_abandoned_io() -> None:
+    """Silences the echoes of a failed save or restore: TensorStore finishes the reads and writes
+    Orbax abandoned by calling back into Orbax's closed event loop, and Python would print a
+    traceback for each of these callbacks around the one clear error."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        e = unraisable.exc_value
+        if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def _cause(e: Exception) -> str:
+    """The first line of an Orbax/TensorStore error, cut short (they quote whole specs)."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
 class Checkpoints:
@@ -27,6 +66,7 @@ class Checkpoints:
                 max_to_keep=keep, create=True, enable_async_checkpointing=False)
             return ocp.CheckpointManager(Path(root).resolve() / name, options=options)
 
+        _quiet_abandoned_io()
         self.rewind = manager("rewind", 1)
         self.levels = manager("levels", None)
         self.progress = manager("progress", 1)
@@ -34,17 +74,35 @@ class Checkpoints:
     @staticmethod
     def save(manager: ocp.CheckpointManager, index: int, state: PyTree,
              meta: dict[str, Any]) -> None:
-        """Saves ``state`` and ``meta`` as checkpoint ``index`` of ``manager`` (synchronously)."""
-        manager.save(index, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-        manager.wait_until_finished()
+        """Saves ``state`` and ``meta`` as checkpoint ``index`` of ``manager`` (synchronously).
+
+        Raises:
+          CheckpointError: the write failed (e.g. the disk is full); earlier checkpoints are kept.
+        """
+        try:
+            manager.save(index, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            manager.wait_until_finished()
+        except Exception as e:  # Orbax and TensorStore raise many types; all mean "not saved"
+            raise CheckpointError(f"cannot write checkpoint {manager.directory / str(index)} "
+                                  f"({_cause(e)}); the checkpoints before it are kept") from e
 
     @staticmethod
     def restore(manager: ocp.CheckpointManager, index: int,
                 target: PyTree) -> tuple[PyTree, dict[str, Any]]:
-        """Restores checkpoint ``index``; ``target`` gives the tree structure, shapes and dtypes."""
-        out = manager.restore(index, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        """Restores checkpoint ``index``; ``target`` gives the tree structure, shapes and dtypes.
+
+        Raises:
+          CheckpointError: the checkpoint is missing, truncated or corrupt; the message names its
+            directory and says how to recover.
+        """
+        try:
+            out = manager.restore(index, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # Orbax and TensorStore raise many types; all mean "unreadable"
+            path = manager.directory / str(index)
+            advice = _UNREADABLE_ADVICE[manager.directory.name]
+            raise CheckpointError(f"checkpoint {path} is unreadable ({_cause(e)}); {advice}") from e
         return out.state, out.meta
 
     def close(self) -> None:

@@ -16,14 +16,14 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import data, models
+from imp_jax import data, models, parallel
 
 PRUNE_METHODS = ("magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise")
 # Fields that do not change what a run computes: where data lives, how often to checkpoint or
 # log, evaluation batching, and the stop conditions (raising them extends a finished run).
 NON_IDENTITY_FIELDS = ("data.data_dir", "data.manual_dir", "checkpoint.every_epochs",
                        "log.every_epochs", "train.eval_batch_size", "imp.levels",
-                       "imp.min_weights")
+                       "imp.min_weights", "parallel.mode")
 _REWIND = re.compile(r"^(\d+)(it|ep)?$")
 
 
@@ -50,12 +50,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.mixture_dim = 100
     c.data.mixture_train = 10_000
     c.data.mixture_test = 5_000
+    c.data.classes = 0  # 0 = all; k = only the first k classes (labels 0..k-1)
+    c.data.augment = False  # random flip + 4-pixel-padded crop; images kept uint8 on device
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "fcn"
     c.model.hidden = (300,)
     c.model.use_bias = True
     c.model.init = "kaiming_normal"
+    c.model.width = 0  # ResNet W or VGG-16 base width; 0 = the standard one (16, 64)
+    c.model.blocks_per_stage = 3  # ResNet: 3 = CIFAR "ResNet-18" (20 layers), 1 = "ResNet-6"
+    c.model.growth_rate = 32  # DenseNet-121's k
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 1
@@ -86,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.num_bins = 15
     c.eval.fresh_points = 100_000  # mixtures: fresh points to compare with the exact p(y|x)
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.mode = "batch"  # split each minibatch over the devices, or "replicates"
 
     c.log = ml_collections.ConfigDict()
     c.log.every_epochs = 10  # progress lines within a level; 0 = none
@@ -170,10 +178,16 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "data.mixture_dim": _int_at_least(2),
     "data.mixture_train": _int_at_least(1),
     "data.mixture_test": _int_at_least(1),
+    "data.classes": lambda v: None if _is_int(v) and (v == 0 or v >= 2) else (
+        "must be 0 (all classes) or an integer >= 2"),
+    "data.augment": _is_bool,
     "model.name": _one_of(models.MODELS),
     "model.hidden": _hidden,
     "model.use_bias": _is_bool,
     "model.init": _one_of(tuple(models.INITS)),
+    "model.width": _int_at_least(0),
+    "model.blocks_per_stage": _int_at_least(1),
+    "model.growth_rate": _int_at_least(1),
     "train.epochs": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
     "train.lr": _number_in(0.0, float("inf"), lo_open=True, hi_open=True),
@@ -195,6 +209,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "eval.num_bins": _int_at_least(1),
     "eval.fresh_points": _int_at_least(1),
     "log.every_epochs": _int_at_least(0),
+    "parallel.mode": _one_of(parallel.MODES),
 }
 
 
@@ -214,6 +229,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     Checks that need the loaded data (a batch larger than the training set, a rewind point past
     the end of training) are made by the driver before training starts.
     """
+    if "sweep" in config:
+        raise ConfigError("config.sweep: this config is a sweep (see imp_jax.sweep); run it with "
+                          "python -m experiments.sweep")
     flat = _flatten(config)
     known = set(_flatten(base_config()))
     for key in flat:

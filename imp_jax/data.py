@@ -22,12 +22,14 @@ from imp_jax import mixtures
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
 
-DATASETS = ("mnist", "fashion_mnist", "mixture_linear", "mixture_xor")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "mixture_linear", "mixture_xor")
 
 # Per-channel (mean, std) of the training images scaled to [0, 1], as in OpenLTH.
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
 # fold_in indices of the data key's independent random streams.
@@ -43,7 +45,7 @@ _STREAMS = {
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """A dataset in memory. Labels are int32; inputs float32 and normalised.
+    """A dataset in memory. Labels are int32; inputs float32 and normalised, or raw uint8 images.
 
     Attributes:
       x_train, y_train: training inputs and the labels training uses (noisy).
@@ -55,6 +57,8 @@ class Dataset:
       name: the dataset's name (one of ``DATASETS``).
       x_val, y_val: validation split carved from the training set, labels noised like training
         labels; None when none was requested.
+      normalisation: ``(mean, std)`` per channel when the images are kept raw (uint8) and are to
+        be normalised on the fly (see :mod:`imp_jax.augment`); None when the inputs are ready.
     """
 
     x_train: np.ndarray
@@ -68,6 +72,7 @@ class Dataset:
     name: str
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def n_train(self) -> int:
@@ -214,6 +219,14 @@ def _split_indices(
     return np.sort(train), np.sort(order[:validation_size])
 
 
+def _first_classes(
+    x: np.ndarray, y: np.ndarray, classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The examples whose label is below ``classes``, in their order."""
+    keep = y < classes
+    return x[keep], y[keep]
+
+
 def load_dataset(
     name: str,
     *,
@@ -227,12 +240,15 @@ def load_dataset(
     mixture_dim: int = 100,
     mixture_train: int = 10_000,
     mixture_test: int = 5_000,
+    classes: int = 0,
+    keep_uint8: bool = False,
 ) -> Dataset:
     """Loads dataset ``name`` (one of ``DATASETS``) with a fraction ``label_noise`` of noisy labels.
 
     Args:
-      name: ``mnist``, ``fashion_mnist`` (via tfds; see :func:`load_tfds` for ``data_dir`` and
-        ``manual_dir``), ``mixture_linear`` or ``mixture_xor`` (see :mod:`imp_jax.mixtures`).
+      name: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (via tfds; see
+        :func:`load_tfds` for ``data_dir`` and ``manual_dir``), ``mixture_linear`` or
+        ``mixture_xor`` (see :mod:`imp_jax.mixtures`).
       key: the data key; the subset, validation split, noisy labels and mixture samples all
         derive from it alone.
       label_noise: fraction of training (and validation) labels replaced by uniform random ones,
@@ -242,11 +258,19 @@ def load_dataset(
         noise, then noised like training labels) into ``x_val, y_val``.
       mixture_nu: the mixtures' mean scale (required for them); mixture_dim their dimension;
         mixture_train / mixture_test their sizes.
+      classes: if > 0, keep only the examples of the first ``classes`` classes (labels
+        ``0..classes-1``, so no relabelling is needed), in the training and test sets, before
+        everything else; ``num_classes`` becomes ``classes`` and noisy labels stay within them.
+      keep_uint8: keep the images raw (uint8) instead of normalising them, and record their
+        ``(mean, std)`` in ``Dataset.normalisation`` for the training step to apply on device
+        (see :mod:`imp_jax.augment`). Image datasets only.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
     if not 0.0 <= label_noise <= 1.0:
         raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}")
+    if keep_uint8 and name not in NORMALISATION:
+        raise ValueError(f"keep_uint8 applies to image datasets only, not to {name}")
     if name.startswith("mixture_"):
         if mixture_nu is None:
             raise ValueError(f"mixture_nu (the mean scale nu) is required for {name}")
@@ -263,12 +287,20 @@ def load_dataset(
             name, data_dir=data_dir, manual_dir=manual_dir
         )
 
+    if classes:  # negative values fail the check too
+        if not 2 <= classes <= num_classes:
+            raise ValueError(f"classes must be 0 (all) or in [2, {num_classes}] for {name}, "
+                             f"got {classes}")
+        x_train, y_train = _first_classes(x_train, y_train, classes)
+        x_test, y_test = _first_classes(x_test, y_test, classes)
+        num_classes = classes
+
     train, val = _split_indices(
         _stream(key, "split"), len(y_train), train_subset, validation_size, name
     )
     x_val, y_val = x_train[val], y_train[val]
     x_train, y_train = x_train[train], y_train[train]
-    if name in NORMALISATION:  # after subsetting: only the kept images are converted
+    if name in NORMALISATION and not keep_uint8:  # after subsetting: only kept ones converted
         x_train, x_val, x_test = (
             normalise_images(x, *NORMALISATION[name]) for x in (x_train, x_val, x_test)
         )
@@ -291,4 +323,5 @@ def load_dataset(
         name=name,
         x_val=x_val if validation_size else None,
         y_val=y_val if validation_size else None,
+        normalisation=NORMALISATION[name] if keep_uint8 else None,
     )

@@ -27,13 +27,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
-from imp_jax import analysis, mixtures, models, train
+from imp_jax import analysis, mixtures, models, parallel, train
 from imp_jax import config as config_lib
 from imp_jax import data as data_lib
 from imp_jax import masks as masks_lib
 from imp_jax import metrics as metrics_lib
-from imp_jax.checkpoints import Checkpoints
+from imp_jax.checkpoints import CheckpointError, Checkpoints
 from imp_jax.rundir import RunDir, write_json
 
 PyTree = Any
@@ -87,15 +88,15 @@ class FreshSample:
     p_true_noisy: jax.Array
 
 
-def fresh_sample(config: ml_collections.ConfigDict) -> FreshSample:
+def fresh_sample(config: ml_collections.ConfigDict, layout: parallel.Layout) -> FreshSample:
     """``eval.fresh_points`` new points of the config's mixture task (a key of their own)."""
     c = config.data
     task = c.name.removeprefix("mixture_")
     key = jax.random.fold_in(jax.random.key(c.seed), 0xF4E5)
     x, y = mixtures.sample(key, task, c.mixture_nu, config.eval.fresh_points, c.mixture_dim)
-    return FreshSample(
-        x=place(x), labels=place(y), p_true=place(mixtures.true_probs(task, c.mixture_nu, x)),
-        p_true_noisy=place(mixtures.true_probs(task, c.mixture_nu, x, c.label_noise)))
+    arrays = (x, y, mixtures.true_probs(task, c.mixture_nu, x),
+              mixtures.true_probs(task, c.mixture_nu, x, c.label_noise))
+    return FreshSample(*layout.put(arrays, layout.replicated))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Experiment:
     y_train: jax.Array  # (replicates, n_train)
     total_steps: int
     rewind_step: int
+    layout: parallel.Layout
     fresh: FreshSample | None = None
 
     @property
@@ -119,12 +121,6 @@ class Experiment:
     def replicate_keys(self) -> jax.Array:
         base = jax.random.key(self.config.seed)
         return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.arange(self.replicates))
-
-
-def place(tree: PyTree) -> PyTree:
-    """Commits arrays to the device, as restored checkpoints are: jit's cache keys on
-    committedness, so mixing the two would recompile a level's functions."""
-    return jax.device_put(tree, jax.devices()[0])
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
@@ -141,7 +137,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
             data_dir=c.data.data_dir or None, manual_dir=c.data.manual_dir or None,
             train_subset=c.data.train_subset, validation_size=c.data.validation_size,
             mixture_nu=c.data.mixture_nu, mixture_dim=c.data.mixture_dim,
-            mixture_train=c.data.mixture_train, mixture_test=c.data.mixture_test)
+            mixture_train=c.data.mixture_train, mixture_test=c.data.mixture_test,
+            classes=c.data.classes, keep_uint8=c.data.augment)
     except (ValueError, FileNotFoundError) as e:
         raise config_lib.ConfigError(f"config.data: {e}") from e
     if c.train.batch_size > dataset.n_train:
@@ -153,9 +150,17 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         batch_size=c.train.batch_size, lr=c.train.lr, momentum=c.train.momentum,
         nesterov=c.train.nesterov, weight_decay=c.train.weight_decay,
         lr_boundaries=tuple(e * spe for e in c.train.lr_decay_epochs), lr_decay=c.train.lr_decay)
-    model = models.make_model(c.model.name, dataset.num_classes, hidden=c.model.hidden,
-                              use_bias=c.model.use_bias, init=c.model.init)
-    trainer = train.Trainer(model, hyper, dataset.n_train, c.train.eval_batch_size)
+    model = models.make_model(
+        c.model.name, dataset.num_classes, hidden=c.model.hidden, use_bias=c.model.use_bias,
+        init=c.model.init, width=c.model.width, blocks_per_stage=c.model.blocks_per_stage,
+        growth_rate=c.model.growth_rate)
+    layout = parallel.Layout.create(c.parallel.mode)
+    problem = layout.check(c.replicates, c.train.batch_size)
+    if problem:
+        raise config_lib.ConfigError(problem)
+    trainer = train.Trainer(model, hyper, dataset.n_train, c.train.eval_batch_size,
+                            batch_sharding=layout.batch, state_sharding=layout.per_replicate,
+                            normalisation=dataset.normalisation, augment=c.data.augment)
     total_steps = c.train.epochs * spe
     rewind_step = config_lib.rewind_steps(c.imp.rewind, spe)
     if rewind_step >= total_steps:
@@ -169,25 +174,31 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     except ValueError as e:
         raise config_lib.ConfigError(f"config.prune.exclude: {e}") from e
     # Held once on device and shared by all replicates.
+    x_train = layout.put(dataset.x_train, layout.replicated)
     y_train = np.broadcast_to(dataset.y_train, (c.replicates, dataset.n_train))
-    fresh = fresh_sample(c) if c.data.name.startswith("mixture_") else None
-    return Experiment(c, dataset, trainer, spec, place(dataset.x_train), place(y_train),
-                      total_steps, rewind_step, fresh)
+    fresh = fresh_sample(c, layout) if c.data.name.startswith("mixture_") else None
+    return Experiment(c, dataset, trainer, spec, x_train,
+                      layout.put(y_train, layout.per_replicate), total_steps, rewind_step, layout,
+                      fresh)
 
 
 # ---------------------------------------------------------------------------------------------
 # Compiled pieces (built once per experiment, reused by every level).
 
 
+# Outputs keep the state's sharding, as restored checkpoints have it: jit's cache keys on input
+# shardings, so a level fed differently placed arrays would compile again.
 @functools.cache
-def _pruner(method: str, fraction: float, spec: masks_lib.PrunableSpec):
+def _pruner(method: str, fraction: float, spec: masks_lib.PrunableSpec,
+            sharding: jax.sharding.Sharding):
     fn = _PRUNE_FNS[method]
-    return jax.jit(jax.vmap(lambda p, m, key: fn(p, m, key, fraction, spec)))
+    return jax.jit(jax.vmap(lambda p, m, key: fn(p, m, key, fraction, spec)),
+                   out_shardings=sharding)
 
 
 @functools.cache
 def _rewinder(trainer: train.Trainer):
-    return jax.jit(jax.vmap(trainer.rewind))
+    return jax.jit(jax.vmap(trainer.rewind), out_shardings=trainer.state_sharding)
 
 
 @functools.cache
@@ -236,27 +247,30 @@ def evaluate(exp: Experiment, state: train.TrainState) -> list[dict[str, float]]
     ds = exp.dataset
     predict = exp.trainer.predict
     args = (state.params, state.masks, state.model_state)
+    shared = exp.layout.put(
+        {"y_clean": ds.y_train_clean, "corrupted": ds.corrupted, "x_test": ds.x_test,
+         "y_test": ds.y_test, "y_test_noisy": ds.y_test_noisy}, exp.layout.replicated)
     logits_train = predict(*args, exp.x_train)
-    logits_test = predict(*args, jnp.asarray(ds.x_test))
+    logits_test = predict(*args, shared["x_test"])
     values = _level_metrics_fn(exp.config.eval.num_bins)(
-        logits_train, exp.y_train, jnp.asarray(ds.y_train_clean), jnp.asarray(ds.corrupted),
-        logits_test, jnp.asarray(ds.y_test), jnp.asarray(ds.y_test_noisy))
+        logits_train, exp.y_train, shared["y_clean"], shared["corrupted"], logits_test,
+        shared["y_test"], shared["y_test_noisy"])
     if ds.x_val is not None:
-        logits_val = predict(*args, jnp.asarray(ds.x_val))
-        y_val = jnp.asarray(ds.y_val)
+        x_val, y_val = exp.layout.put((ds.x_val, ds.y_val), exp.layout.replicated)
+        logits_val = predict(*args, x_val)
         values["val_error"] = jax.vmap(metrics_lib.error, (0, None))(logits_val, y_val)
         values["val_loss"] = jax.vmap(metrics_lib.nll, (0, None))(logits_val, y_val)
     if exp.fresh is not None:
         values.update(_fresh_metrics_fn(exp.config.eval.num_bins)(
             predict(*args, exp.fresh.x), exp.fresh.labels, exp.fresh.p_true,
             exp.fresh.p_true_noisy))
-    host = jax.device_get(values)
+    host = exp.layout.fetch(values)
     return [{k: float(v[r]) for k, v in host.items()} for r in range(exp.replicates)]
 
 
 def weight_counts(exp: Experiment, masks: PyTree) -> list[dict[str, Any]]:
     """Per-replicate kernel-weight counts: all kernels, and the prunable ones."""
-    host = jax.device_get(masks)
+    host = exp.layout.fetch(masks)
     rows = []
     for r in range(exp.replicates):
         mask = jax.tree_util.tree_map(lambda m, r=r: np.asarray(m[r]), host)
@@ -282,6 +296,11 @@ class _Timer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 class Run:
     """One IMP run in its run directory; :meth:`run` trains, prunes and resumes."""
 
@@ -289,12 +308,18 @@ class Run:
                  experiment: Experiment | None = None) -> None:
         self.exp = experiment or build(config)
         self.dir = RunDir(workdir)
-        self.dir.claim(config)
+        # Several hosts share the run directory: process 0 writes the files, all write the
+        # Orbax checkpoints together, and barriers keep the others from reading ahead of it.
+        self.primary = jax.process_index() == 0
+        if self.primary:
+            self.dir.claim(config)
+        _barrier("claim")
         self.ckpt = Checkpoints(self.dir.checkpoints)
         keys = self.exp.replicate_keys()
         self.init_keys = keys
         self.prune_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x9E3779B))(keys)
-        self.target = jax.eval_shape(lambda: self.exp.trainer.init(keys, self.exp.x_train[:1]))
+        self.target = self.exp.layout.abstract_state(
+            jax.eval_shape(lambda: self.exp.trainer.init(keys, self.exp.x_train[:1])))
         self.signals: list[int] = []
         # Replicates skipped after diverging (train.on_divergence="skip_replicate").
         self.diverged = np.zeros(self.exp.replicates, bool)
@@ -308,9 +333,10 @@ class Run:
 
     def probabilities(self, state: train.TrainState, x: np.ndarray) -> np.ndarray:
         """Predicted class probabilities of every replicate of ``state``: (replicates, n, K)."""
+        layout = self.exp.layout
         logits = self.exp.trainer.predict(state.params, state.masks, state.model_state,
-                                          place(np.asarray(x, np.float32)))
-        return np.asarray(jax.nn.softmax(logits))
+                                          layout.put(np.asarray(x, np.float32), layout.replicated))
+        return layout.fetch(jax.nn.softmax(logits))
 
     def finished_levels(self) -> list[int]:
         return sorted(self.ckpt.levels.all_steps())
@@ -352,8 +378,8 @@ class Run:
         for level_rows in rows.values():
             for row in level_rows:
                 self.diverged[row["replicate"]] |= bool(row.get("diverged", False))
-        for level in done:  # a kill between a level's checkpoint and its rows
-            if level not in rows:
+        for level in done:  # a kill between a level's checkpoint and its rows, or a torn write
+            if len(rows.get(level, [])) < self.exp.replicates:
                 self._record(level, self.restore_level(level), {}, resumed=True)
         if done:
             last_state = self.restore_level(done[-1])
@@ -383,24 +409,32 @@ class Run:
         """The state a level starts from: in-level progress if any, else rewound and pruned."""
         latest = self.ckpt.progress.latest_step()
         if latest is not None:
-            state, meta = Checkpoints.restore(self.ckpt.progress, latest, self.target)
-            if meta["level"] == level:
-                log.info("level %d: resuming at step %d", level, meta["step"])
-                return state
+            try:
+                state, meta = Checkpoints.restore(self.ckpt.progress, latest, self.target)
+            except CheckpointError as e:
+                # Progress is only a shortcut and training is deterministic: redo the level from
+                # its start. Deleting the bad one keeps it from blocking a save at that index.
+                log.warning("%s; restarting level %d from its beginning", e, level)
+                self.ckpt.progress.delete(latest)
+            else:
+                if meta["level"] == level:
+                    log.info("level %d: resuming at step %d", level, meta["step"])
+                    return state
         if level == 0:
-            state = place(self.exp.trainer.init(self.init_keys, self.exp.x_train[:1]))
+            state = self.exp.layout.put_state(
+                self.exp.trainer.init(self.init_keys, self.exp.x_train[:1]))
             if self.exp.rewind_step == 0:
                 Checkpoints.save(self.ckpt.rewind, 0, state, {"step": 0})
             return state
         start = time.perf_counter()
         c = self.exp.config.prune
         keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.prune_keys)
-        masks = _pruner(c.method, c.fraction, self.exp.spec)(previous.params, previous.masks,
-                                                             keys)
+        masks = _pruner(c.method, c.fraction, self.exp.spec, self.exp.layout.per_replicate)(
+            previous.params, previous.masks, keys)
         if self.exp.config.imp.reinit:
             # Control: the ticket's mask on a fresh random initialisation, trained from step 0.
             keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.init_keys)
-            point = place(self.exp.trainer.init(keys, self.exp.x_train[:1]))
+            point = self.exp.layout.put_state(self.exp.trainer.init(keys, self.exp.x_train[:1]))
         else:
             point, _ = Checkpoints.restore(self.ckpt.rewind, self.exp.rewind_step, self.target)
         state = _rewinder(self.exp.trainer)(point, masks)
@@ -412,8 +446,8 @@ class Run:
                      timer: _Timer) -> train.TrainState:
         exp, c = self.exp, self.exp.config
         spe = exp.trainer.steps_per_epoch
-        step = int(jax.device_get(state.step[0]))
-        rng = np.asarray(jax.device_get(state.rng))
+        step = int(exp.layout.fetch(state.step)[0])
+        rng = exp.layout.fetch(state.rng)
         start = time.perf_counter()
         last_log = start
         while step < exp.total_steps:
@@ -421,7 +455,7 @@ class Run:
             hi = spe
             if level == 0 and step < exp.rewind_step < (epoch + 1) * spe:
                 hi = exp.rewind_step - epoch * spe  # stop at the rewind point to save it
-            order = exp.trainer.epoch_order(rng, epoch)
+            order = exp.layout.put(exp.trainer.epoch_order(rng, epoch), exp.layout.per_replicate)
             state, stats = exp.trainer.run_steps(state, exp.x_train, exp.y_train, order, lo, hi)
             step = epoch * spe + hi
             self._check_divergence(level, stats)
@@ -431,12 +465,14 @@ class Run:
             epochs_done = step // spe
             at_epoch_end = step % spe == 0
             every = c.checkpoint.every_epochs
-            if at_epoch_end and every and epochs_done % every == 0 and step < exp.total_steps:
+            periodic = at_epoch_end and every and epochs_done % every == 0
+            # One look at the signals: one that arrives during the save below waits for the next
+            # chunk, rather than saving this step a second time (which Orbax refuses).
+            stopping = bool(self.signals) and step < exp.total_steps
+            if (periodic or stopping) and step < exp.total_steps:
                 Checkpoints.save(self.ckpt.progress, level * (exp.total_steps + 1) + step, state,
                                  {"level": level, "step": step})
-            if self.signals and step < exp.total_steps:
-                Checkpoints.save(self.ckpt.progress, level * (exp.total_steps + 1) + step, state,
-                                 {"level": level, "step": step})
+            if stopping:
                 raise RunInterruptedError(
                     f"stopped by signal {self.signals[0]} at level {level}, step {step}; a "
                     f"checkpoint is written: run the same command again to resume",
@@ -473,19 +509,30 @@ class Run:
 
     def _record(self, level: int, state: train.TrainState, seconds: dict[str, float],
                 resumed: bool = False) -> None:
+        """Evaluates ``state`` and appends the rows of the replicates that have none at ``level``.
+
+        Some have one after a torn append (its last line was dropped), or all of them when a level
+        is retrained after its unreadable checkpoint was deleted (training is deterministic).
+        """
+        have = {row["replicate"] for row in self.dir.read_rows() if row["level"] == level}
+        replicates = [r for r in range(self.exp.replicates) if r not in have]
+        if not replicates:
+            return
         start = time.perf_counter()
         values = evaluate(self.exp, state)
         counts = weight_counts(self.exp, state.masks)
         eval_s = time.perf_counter() - start
         rows = []
-        for r in range(self.exp.replicates):
+        for r in replicates:
             row = {"level": level, "replicate": r, **counts[r], **values[r],
                    "epochs": self.exp.config.train.epochs, "diverged": bool(self.diverged[r]),
                    "time_eval_s": eval_s}
             if not resumed:
                 row.update({f"time_{k}_s": v for k, v in seconds.items()})
             rows.append(row)
-        self.dir.append_rows(rows)
+        if self.primary:
+            self.dir.append_rows(rows)
+        _barrier(f"rows {level}")
         m = rows[0]
         log.info("level %2d | weights %d/%d (%.2f%%) | train err %.4f | test err %.4f "
                  "| test ECE %.4f | %.1f s", level, m["remaining_weights"], m["total_weights"],
@@ -499,7 +546,8 @@ class Run:
         """Writes summary.json (see :func:`imp_jax.analysis.summarise`) and returns it."""
         summary = analysis.summarise(self.dir.read_rows(),
                                      num_bins=self.exp.config.eval.num_bins, finished=finished)
-        write_json(self.dir.summary, summary)
+        if self.primary:
+            write_json(self.dir.summary, summary)
         return summary
 
 

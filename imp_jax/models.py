@@ -1,7 +1,18 @@
 """Flax (Linen) models of the study.
 
-Layer names are stable and readable (``hidden_0``, ``output``) so that exclusion patterns such as
-``r"^output/"`` select the layers a user means.
+Layer names are stable and readable (``hidden_0``, ``stage_1_block_0/conv_0``, ``output``) so that
+exclusion patterns such as ``r"^output/"`` select the layers a user means.
+
+The convolutional networks (:class:`ResNet`, :class:`VGG16`, :class:`DenseNet`) take NHWC images,
+follow every convolution by BatchNorm (so convolutions have no bias), and keep the running
+statistics in the ``batch_stats`` collection: train with
+``model.apply(variables, x, train=True, mutable=["batch_stats"])``, evaluate with ``train=False``
+(running averages). Every conv and dense kernel has ``ndim >= 2`` and every BatchNorm parameter and
+bias ``ndim == 1``, so the default mask spec prunes exactly the kernels.
+
+Every model is called as ``model(x, train=False, valid=None)``. ``valid``, bool (N,), marks the
+real examples of a padded partial batch: in training, BatchNorm's batch statistics (and so the
+running averages) are taken over them only, as if the batch held only them; the FCN ignores it.
 """
 
 from __future__ import annotations
@@ -14,12 +25,17 @@ import jax.numpy as jnp
 
 # Kaiming (He) initialisations, and PyTorch's default for nn.Linear (kaiming_uniform with
 # a=sqrt(5), i.e. U(+-1/sqrt(fan_in))), which much reference code silently used.
+# "kaiming_normal_fan_out" is torchvision's choice for ResNet convolutions.
 INITS = {
     "kaiming_normal": nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
     "kaiming_uniform": nn.initializers.variance_scaling(2.0, "fan_in", "uniform"),
     "torch_default": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+    "kaiming_normal_fan_out": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
 }
-MODELS = ("fcn",)
+MODELS = ("fcn", "resnet", "vgg16", "densenet121")
+# The architectures' standard widths, used when make_model gets width=0.
+DEFAULT_WIDTH = {"resnet": 16, "vgg16": 64}
+DENSENET121_BLOCKS = (6, 12, 24, 16)
 
 
 class FCN(nn.Module):
@@ -36,8 +52,9 @@ class FCN(nn.Module):
     initializer: str = "kaiming_normal"
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        del train  # no dropout or normalisation
+    def __call__(self, x: jax.Array, train: bool = False,
+                 valid: jax.Array | None = None) -> jax.Array:
+        del train, valid  # no dropout or normalisation
         kernel_init = INITS[self.initializer]
         x = x.reshape(x.shape[0], -1).astype(jnp.float32)
         for i, width in enumerate(self.hidden):
@@ -47,12 +64,199 @@ class FCN(nn.Module):
                         name="output")(x)
 
 
+def _conv(features: int, size: int, stride: int, initializer: str, name: str) -> nn.Conv:
+    # PyTorch's symmetric padding (size // 2 on each side): Flax's "SAME" pads a strided
+    # convolution asymmetrically and would shift every downsampled feature map.
+    return nn.Conv(features, (size, size), strides=stride, padding=size // 2, use_bias=False,
+                   kernel_init=INITS[initializer], name=name)
+
+
+def _batch_norm(x: jax.Array, train: bool, valid: jax.Array | None, name: str) -> jax.Array:
+    """BatchNorm of ``x`` (N, ...); in training, statistics over the ``valid`` examples only."""
+    mask = None if valid is None else valid.reshape(-1, *(1,) * (x.ndim - 1))
+    # PyTorch's defaults (running-average momentum 0.1, eps 1e-5), as in the reference code.
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        name=name)(x, mask=mask)
+
+
+class BasicBlock(nn.Module):
+    """Residual block: two 3x3 conv + BN, plus the input (or its 1x1 conv + BN projection when
+    the stride or the width changes), then ReLU."""
+
+    features: int
+    stride: int = 1
+    initializer: str = "kaiming_normal"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False,
+                 valid: jax.Array | None = None) -> jax.Array:
+        y = _conv(self.features, 3, self.stride, self.initializer, "conv_0")(x)
+        y = nn.relu(_batch_norm(y, train, valid, "bn_0"))
+        y = _conv(self.features, 3, 1, self.initializer, "conv_1")(y)
+        y = _batch_norm(y, train, valid, "bn_1")
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = _conv(self.features, 1, self.stride, self.initializer, "shortcut_conv")(x)
+            x = _batch_norm(x, train, valid, "shortcut_bn")
+        return nn.relu(y + x)
+
+
+class ResNet(nn.Module):
+    """The CIFAR residual network of the study (He et al. 2016, section 4.2), width ``width``.
+
+    A 3x3 stem conv with ``width`` channels, three stages of ``blocks_per_stage`` basic blocks
+    (:class:`BasicBlock`) with widths W, 2W, 4W and strides 1, 2, 2, global average pooling and a
+    dense ``output`` layer. ``blocks_per_stage=3`` is the study's CIFAR-10 "ResNet-18" (20 layers),
+    ``blocks_per_stage=1`` its MNIST "ResNet-6". Layers: ``stem_conv``, ``stem_bn``,
+    ``stage_{s}_block_{b}/{conv_0, bn_0, conv_1, bn_1, shortcut_conv, shortcut_bn}``, ``output``.
+    """
+
+    num_classes: int
+    width: int = 16
+    blocks_per_stage: int = 3
+    use_bias: bool = True
+    initializer: str = "kaiming_normal"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False,
+                 valid: jax.Array | None = None) -> jax.Array:
+        x = _conv(self.width, 3, 1, self.initializer, "stem_conv")(x.astype(jnp.float32))
+        x = nn.relu(_batch_norm(x, train, valid, "stem_bn"))
+        for s, (multiple, stride) in enumerate(((1, 1), (2, 2), (4, 2))):
+            for b in range(self.blocks_per_stage):
+                x = BasicBlock(multiple * self.width, stride if b == 0 else 1, self.initializer,
+                               name=f"stage_{s}_block_{b}")(x, train, valid)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, use_bias=self.use_bias,
+                        kernel_init=INITS[self.initializer], name="output")(x)
+
+
+class VGG16(nn.Module):
+    """VGG-16 for CIFAR (as in OpenLTH): 13 3x3 conv + BN + ReLU layers of widths W, W | 2W, 2W |
+    4W x3 | 8W x3 | 8W x3 with a 2x2 max-pool after each of the first four groups, global average
+    pooling and a dense ``output`` layer. ``width=64`` is the standard network (64 ... 512).
+
+    Layers: ``conv_{i}``, ``bn_{i}`` for i in 0..12, ``output``. Four pools (not five) keep a
+    28x28 input valid: 28 -> 14 -> 7 -> 3 -> 1.
+    """
+
+    num_classes: int
+    width: int = 64
+    use_bias: bool = True
+    initializer: str = "kaiming_normal"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False,
+                 valid: jax.Array | None = None) -> jax.Array:
+        x = x.astype(jnp.float32)
+        i = 0
+        for group, (multiple, layers) in enumerate(((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))):
+            if group:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            for _ in range(layers):
+                x = _conv(multiple * self.width, 3, 1, self.initializer, f"conv_{i}")(x)
+                x = nn.relu(_batch_norm(x, train, valid, f"bn_{i}"))
+                i += 1
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, use_bias=self.use_bias,
+                        kernel_init=INITS[self.initializer], name="output")(x)
+
+
+class DenseNet(nn.Module):
+    """DenseNet-BC for CIFAR (Huang et al. 2017; kuangliu/pytorch-cifar), DenseNet-121 by default.
+
+    A 3x3 stem conv with 2k channels (k the growth rate), dense blocks of ``blocks`` bottleneck
+    layers (BN-ReLU-1x1 conv to 4k, BN-ReLU-3x3 conv to k, concatenated to the input), between
+    blocks a transition (BN-ReLU-1x1 conv to half the channels, 2x2 average pool), then BN-ReLU,
+    global average pooling and a dense ``output`` layer. Layers: ``stem_conv``,
+    ``block_{i}_layer_{j}/{bn_0, conv_0, bn_1, conv_1}``, ``transition_{i}/{bn, conv}``,
+    ``final_bn``, ``output``. Smaller ``blocks`` are for tests only.
+    """
+
+    num_classes: int
+    growth_rate: int = 32
+    blocks: Sequence[int] = DENSENET121_BLOCKS
+    use_bias: bool = True
+    initializer: str = "kaiming_normal"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False,
+                 valid: jax.Array | None = None) -> jax.Array:
+        k, init = self.growth_rate, self.initializer
+        x = _conv(2 * k, 3, 1, init, "stem_conv")(x.astype(jnp.float32))
+        for i, layers in enumerate(self.blocks):
+            if i:
+                x = _Transition(init, name=f"transition_{i - 1}")(x, train, valid)
+            for j in range(layers):
+                x = _Bottleneck(k, init, name=f"block_{i}_layer_{j}")(x, train, valid)
+        x = nn.relu(_batch_norm(x, train, valid, "final_bn"))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, use_bias=self.use_bias, kernel_init=INITS[init],
+                        name="output")(x)
+
+
+class _Bottleneck(nn.Module):
+    """DenseNet-BC layer: BN-ReLU-1x1 conv (4k) and BN-ReLU-3x3 conv (k), appended to the input."""
+
+    growth_rate: int
+    initializer: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, valid: jax.Array | None) -> jax.Array:
+        y = nn.relu(_batch_norm(x, train, valid, "bn_0"))
+        y = _conv(4 * self.growth_rate, 1, 1, self.initializer, "conv_0")(y)
+        y = nn.relu(_batch_norm(y, train, valid, "bn_1"))
+        y = _conv(self.growth_rate, 3, 1, self.initializer, "conv_1")(y)
+        return jnp.concatenate([x, y], axis=-1)
+
+
+class _Transition(nn.Module):
+    """DenseNet-BC transition: BN-ReLU-1x1 conv to half the channels, 2x2 average pool."""
+
+    initializer: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, valid: jax.Array | None) -> jax.Array:
+        y = nn.relu(_batch_norm(x, train, valid, "bn"))
+        # Compression 0.5, rounded down as in the reference implementations.
+        y = _conv(x.shape[-1] // 2, 1, 1, self.initializer, "conv")(y)
+        return nn.avg_pool(y, (2, 2), strides=(2, 2))
+
+
 def make_model(name: str, num_classes: int, *, hidden: Sequence[int] = (), use_bias: bool = True,
-               init: str = "kaiming_normal") -> nn.Module:
-    """Builds a model by name (one of :data:`MODELS`)."""
+               init: str = "kaiming_normal", width: int = 0, blocks_per_stage: int = 3,
+               growth_rate: int = 32) -> nn.Module:
+    """Builds a model by name (one of :data:`MODELS`).
+
+    Args:
+      name: ``fcn`` (:class:`FCN`), ``resnet`` (:class:`ResNet`), ``vgg16`` (:class:`VGG16`) or
+        ``densenet121`` (:class:`DenseNet`).
+      num_classes: number of output logits.
+      hidden: the FCN's hidden widths (FCN only).
+      use_bias: biases of the dense layers (the CNNs' convolutions never have one: BN follows).
+      init: initialisation of every dense and conv kernel (one of :data:`INITS`). The default,
+        Kaiming normal with fan_in, is what OpenLTH's CIFAR networks use;
+        ``kaiming_normal_fan_out`` is torchvision's choice for ResNet convolutions.
+      width: the ResNet's W or VGG-16's base width; 0 = the standard one (16, 64).
+      blocks_per_stage: the ResNet's blocks per stage (3: CIFAR "ResNet-18", 1: MNIST "ResNet-6").
+      growth_rate: the DenseNet's growth rate k.
+
+    Arguments a model does not use are ignored.
+    """
     if name not in MODELS:
         raise ValueError(f"model.name: unknown model {name!r}; expected one of {MODELS}")
     if init not in INITS:
         raise ValueError(f"model.init: unknown initialisation {init!r}; expected one of "
                          f"{tuple(INITS)}")
+    for field, value, lo in (("width", width, 0), ("blocks_per_stage", blocks_per_stage, 1),
+                             ("growth_rate", growth_rate, 1)):
+        if value < lo:
+            raise ValueError(f"model.{field}: must be >= {lo}, got {value}")
+    width = width or DEFAULT_WIDTH.get(name, 0)
+    if name == "resnet":
+        return ResNet(num_classes, width, blocks_per_stage, use_bias=use_bias, initializer=init)
+    if name == "vgg16":
+        return VGG16(num_classes, width, use_bias=use_bias, initializer=init)
+    if name == "densenet121":
+        return DenseNet(num_classes, growth_rate, DENSENET121_BLOCKS, use_bias=use_bias,
+                        initializer=init)
     return FCN(tuple(hidden), num_classes, use_bias=use_bias, initializer=init)

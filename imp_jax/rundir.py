@@ -12,10 +12,12 @@ write, so a kill at any moment leaves either the old or the new content, never h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +27,37 @@ from imp_jax import config as config_lib
 
 
 class RunDirError(RuntimeError):
-    """The run directory cannot be used for this config (another run's, or unreadable)."""
+    """The run directory cannot be used: another config's run, unreadable or unwritable."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turns an OSError (disk full, a file where a directory should be, ...) while writing
+    ``path`` into a :class:`RunDirError` naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise RunDirError(f"cannot write {path}: {e}") from e
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replaces ``path`` with ``text`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replaces ``path`` with ``text`` atomically.
+
+    Raises:
+      RunDirError: ``path`` cannot be written; its old content, if any, is kept.
+    """
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -64,7 +81,8 @@ class RunDir:
 
         Raises:
           RunDirError: the directory holds a run of a config with other results-determining
-            fields (see :data:`imp_jax.config.NON_IDENTITY_FIELDS` for the ones that may change).
+            fields (see :data:`imp_jax.config.NON_IDENTITY_FIELDS` for the ones that may change),
+            is a file, or cannot be written.
         """
         if self.config.exists():
             try:
@@ -80,13 +98,13 @@ class RunDir:
                     f"{self.root} holds a run of a different config ({shown}"
                     f"{', ...' if len(diff) > 5 else ''}); choose another --workdir or omit it "
                     f"to get a directory named after the config")
+        elif self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"{self.root} is a file, not a run directory; choose another "
+                              f"--workdir")
         elif self.root.exists() and any(self.root.iterdir()):
             raise RunDirError(f"{self.root} is not empty and has no config.json: not an imp_jax "
                               f"run directory")
-        try:
-            write_json(self.config, config_lib.to_json_dict(config))
-        except OSError as e:
-            raise RunDirError(f"cannot write to the run directory {self.root}: {e}") from e
+        write_json(self.config, config_lib.to_json_dict(config))
 
     def read_rows(self) -> list[dict[str, Any]]:
         """The metrics rows; a truncated last line (a write cut short) is dropped from the file."""
@@ -106,9 +124,14 @@ class RunDir:
         return rows
 
     def append_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Appends rows as JSON lines in one write, then fsyncs."""
+        """Appends rows as JSON lines in one write, then fsyncs.
+
+        Raises:
+          RunDirError: the write failed (e.g. the disk is full); a partly written last line is
+            dropped by the next :meth:`read_rows`.
+        """
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        with open(self.metrics, "a") as f:
+        with _writing(self.metrics), open(self.metrics, "a") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

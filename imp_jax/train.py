@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from imp_jax import augment as augment_lib
 from imp_jax import masks as masks_lib
 
 PyTree = Any
@@ -92,6 +93,14 @@ class Trainer:
     hyper: Hyper
     n_train: int
     eval_batch_size: int = 10_000
+    # Device layout (see imp_jax.parallel): how each replicate's minibatch is split over devices,
+    # and the sharding every state leaf (and per-replicate output) keeps across calls.
+    batch_sharding: jax.sharding.Sharding | None = None
+    state_sharding: jax.sharding.Sharding | None = None
+    # Inputs held as uint8 on device are normalised on the fly with (mean, std) per channel,
+    # after a random flip and padded crop when ``augment`` is set.
+    normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    augment: bool = False
 
     @property
     def steps_per_epoch(self) -> int:
@@ -143,10 +152,18 @@ class Trainer:
 
     def _step(self, state: TrainState, xb: jax.Array, yb: jax.Array,
               weights: jax.Array) -> tuple[TrainState, jax.Array]:
+        if self.normalisation is not None and self.augment:
+            # Keyed by the replicate's data-order key and the step: a resumed run replays it.
+            key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+            xb = augment_lib.augment_and_normalise(key, xb, *self.normalisation)
+        elif self.normalisation is not None:
+            xb = augment_lib.normalise(xb, *self.normalisation)
+
         def loss_fn(params):
             variables = {"params": masks_lib.apply_mask(params, state.masks), **state.model_state}
-            # Batch statistics (if any) are updated in train mode; they are never pruned.
-            logits, model_state = self.model.apply(variables, xb, train=True,
+            # Batch statistics (if any) are updated in train mode, from the real examples of
+            # the batch only; they are never pruned.
+            logits, model_state = self.model.apply(variables, xb, train=True, valid=weights > 0,
                                                    mutable=list(state.model_state))
             loss = jnp.sum(cross_entropy(logits, yb) * weights) / jnp.sum(weights)
             return loss, model_state
@@ -158,7 +175,7 @@ class Trainer:
         params = jax.tree_util.tree_map(lambda p, u: p - (lr * u).astype(p.dtype),
                                         state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                             model_state=dict(model_state)), loss
+                             model_state={**state.model_state, **model_state}), loss
 
     def epoch_order(self, rng: np.ndarray, epoch: int) -> np.ndarray:
         """The shuffled example order of ``epoch`` for each replicate: (replicates, n_train).
@@ -189,7 +206,10 @@ class Trainer:
             idx = jax.lax.dynamic_slice_in_dim(order, i * b, b)
             weights = jax.lax.dynamic_slice_in_dim(valid, i * b, b)
             step = state.step
-            state, loss = self._step(state, jnp.take(x, idx, axis=0), jnp.take(y, idx), weights)
+            xb = jnp.take(x, idx, axis=0)
+            if self.batch_sharding is not None:
+                xb = jax.lax.with_sharding_constraint(xb, self.batch_sharding)
+            state, loss = self._step(state, xb, jnp.take(y, idx), weights)
             bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), step, bad)
             return state, total + loss, bad
 
@@ -210,6 +230,8 @@ class Trainer:
                  x: jax.Array) -> jax.Array:
         variables = {"params": masks_lib.apply_mask(params, masks), **model_state}
         batch = min(self.eval_batch_size, x.shape[0])
+        if self.normalisation is not None:
+            x = augment_lib.normalise(x, *self.normalisation)
         return jax.lax.map(lambda xb: self.model.apply(variables, xb[None], train=False)[0], x,
                            batch_size=batch)
 
@@ -222,7 +244,7 @@ class Trainer:
 @functools.cache
 def _jit_run_steps(trainer: Trainer):
     batched = jax.vmap(trainer._run_steps, in_axes=(0, None, 0, 0, None, None))
-    return jax.jit(batched, donate_argnums=0)
+    return jax.jit(batched, donate_argnums=0, out_shardings=trainer.state_sharding)
 
 
 @functools.cache

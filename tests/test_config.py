@@ -2,11 +2,12 @@
 
 import pytest
 
-from configs import mixture_linear, mixture_xor, mnist_noise
+from configs import cifar10_noise, mixture_linear, mixture_xor, mnist_noise, mnist_resnet_noise
 from imp_jax import config as config_lib
 
 
-@pytest.mark.parametrize("module", [mnist_noise, mixture_linear, mixture_xor])
+@pytest.mark.parametrize("module", [mnist_noise, mixture_linear, mixture_xor, cifar10_noise,
+                                    mnist_resnet_noise])
 @pytest.mark.parametrize("arg", [None, "smoke"])
 def test_shipped_configs_are_valid(module, arg):
     config_lib.validate(module.get_config(arg))

@@ -1,0 +1,76 @@
+"""Width sweep on the linear Gaussian mixture (D=100, nu=0.5, 5% label noise): the study's
+Figure 1 for the controlled setting.
+
+Two-layer ReLU FCN 100-P-2 without biases, P in {1, 3, 5, 8, 10, 15, 20, 25, 50, 100, 200, 500,
+1000, 10000}; the study's setting (``mixture_linear.py``): 10 000 train / 5 000 test points,
+Kaiming-uniform init, SGD lr 0.1, batch 1024, 1000 epochs a level, 5 replicates. Every width is
+pruned until fewer than 20 weights would remain, past its best pruned model and its collapse.
+
+Variants (``configs/mixture_linear_widths.py:ARG``):
+  smoke: P in {5, 20}, 2 000 training points, 20 epochs, 3 levels, 2 replicates; seconds.
+  cpu: 16 minutes on 2 busy CPU cores (measured). It keeps the data, task and network, and
+    reduces: P in {1, 3, 5, 10, 20, 50, 100, 200, 500, 1000} (no 10 000), 2 replicates, 100
+    epochs of batch 128 (about the study's number of SGD steps, 8x less compute), 36% of the
+    remaining weights pruned per level (two of the study's 20% levels in one), 20 000 fresh
+    points.
+"""
+
+import ml_collections
+
+from configs import mixture_linear
+from imp_jax.sweep import with_sweep
+
+WIDTHS = (1, 3, 5, 8, 10, 15, 20, 25, 50, 100, 200, 500, 1000, 10_000)
+CPU_WIDTHS = (1, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def study(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The study's mixture sweep settings on a mixture config: 5 replicates, pruning every width
+    until fewer than 20 weights would remain."""
+    c = with_sweep(c)
+    c.replicates = 5
+    c.imp.levels = 60
+    c.imp.min_weights = 20
+    return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A seconds-long version of a mixture sweep."""
+    c.name += "_smoke"
+    c.replicates = 2
+    c.data.mixture_train = 2000
+    c.train.epochs = 20
+    c.imp.levels = 3
+    c.eval.fresh_points = 10_000
+    c.checkpoint.every_epochs = 10
+    c.log.every_epochs = 0
+    return c
+
+
+def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The reductions of a mixture sweep's ``cpu`` variant (see the module docstring)."""
+    c.name += "_cpu"
+    c.replicates = 2
+    c.train.epochs = 100
+    c.train.batch_size = 128
+    c.prune.fraction = 0.36
+    c.eval.fresh_points = 20_000
+    c.checkpoint.every_epochs = 50
+    c.log.every_epochs = 0
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = study(mixture_linear.get_config())
+    c.name = "mixture_linear_widths"
+    c.sweep.width = WIDTHS
+    if arg == "smoke":
+        c = smoke(c)
+        c.sweep.width = (5, 20)
+    elif arg == "cpu":
+        c = cpu(c)
+        c.sweep.width = CPU_WIDTHS
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r} of mixture_linear_widths; expected 'smoke' or "
+                         f"'cpu'")
+    return c

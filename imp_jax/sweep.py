@@ -1,0 +1,204 @@
+"""Studies of many runs: a config with a ``sweep`` section, expanded into one config per point.
+
+A sweep config is an ordinary run config (see :mod:`imp_jax.config`) plus a ``sweep`` section
+(:func:`with_sweep`):
+
+* ``sweep.width``: widths, set as the first hidden width ``model.hidden[0]`` of an FCN (so a
+  784-P-100-10 network sweeps P), or as ``model.width`` of a ResNet or VGG (W);
+* ``sweep.nu``: mixture separations, set as ``data.mixture_nu``;
+* ``sweep.seed``: seeds, set as ``seed`` (each run still has ``replicates`` vmapped seeds);
+* ``sweep.overrides``: ``(condition, field, value)`` triples applied in order to the points whose
+  coordinates meet the condition, e.g. ``("width>=1000", "imp.rewind", "1ep")``. A condition is
+  ``<axis><op><number>`` with an axis above and op one of ``>=``, ``<=``, ``>``, ``<``, ``==``;
+  it is tested against the point's width, nu and seed, swept or not (a ResNet's or VGG's
+  ``model.width`` is 0 when it has the standard width).
+
+An empty axis is not swept; the points are the cartesian product of the swept axes, in the order
+width, nu, seed. :func:`points` validates the sweep section and every point's config (which has
+no ``sweep`` section: :func:`imp_jax.config.validate` refuses one, so a sweep config cannot be
+run as a single run by mistake).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+from imp_jax import config as config_lib
+from imp_jax.config import ConfigError
+
+AXES = ("width", "nu", "seed")
+_WIDE_MODELS = ("fcn", "resnet", "vgg16")  # the models a width sweep applies to
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+_CONDITION = re.compile(r"^\s*(width|nu|seed)\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)"
+                        r"(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One run of a sweep: its name (``width=300_nu=0.5``), swept values and full config."""
+
+    name: str
+    values: dict[str, int | float]
+    config: ml_collections.ConfigDict
+
+
+def with_sweep(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds an empty ``sweep`` section to ``config`` (in place) and returns it."""
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.width = ()
+    config.sweep.nu = ()
+    config.sweep.seed = ()
+    config.sweep.overrides = ()
+    return config
+
+
+def base_sweep_config() -> ml_collections.ConfigDict:
+    """:func:`imp_jax.config.base_config` with an empty ``sweep`` section."""
+    return with_sweep(config_lib.base_config())
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+_AXIS_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "width": (lambda v: _is_int(v) and v >= 1, "positive integers"),
+    "nu": (lambda v: _is_num(v) and v > 0, "positive numbers"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "integers >= 0"),
+}
+
+
+def _check_axes(sweep: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> None:
+    for axis, (ok, what) in _AXIS_RULES.items():
+        values = sweep[axis]
+        if not isinstance(values, (tuple, list)) or not all(ok(v) for v in values):
+            raise ConfigError(f"config.sweep.{axis}: must be a tuple of {what}, got {values!r}")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"config.sweep.{axis}: has repeated values, got {values!r}")
+    if sweep.width and config.model.name not in _WIDE_MODELS:
+        raise ConfigError(f"config.sweep.width: model.name {config.model.name!r} has no width; "
+                          f"width sweeps are for {_WIDE_MODELS}")
+    if sweep.nu and not str(config.data.name).startswith("mixture_"):
+        raise ConfigError(f"config.sweep.nu: only mixture datasets have a nu, and data.name is "
+                          f"{config.data.name!r}")
+    if not any(sweep[axis] for axis in AXES):
+        raise ConfigError(f"config.sweep: no axis is swept; give at least one of "
+                          f"{', '.join('sweep.' + a for a in AXES)}")
+
+
+def _parse_condition(text: Any, where: str) -> Callable[[dict[str, float]], bool]:
+    match = _CONDITION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(f"{where}: the condition must look like 'width>=1000' (<axis><op>"
+                          f"<number>, axis one of {AXES}, op one of {tuple(_OPS)}), got {text!r}")
+    axis, op, number = match.groups()
+    return lambda coords: _OPS[op](coords[axis], float(number))
+
+
+def _check_overrides(overrides: Any) -> list[tuple[Callable[[dict[str, float]], bool], str, Any]]:
+    """The overrides as (condition test, field, value); ConfigError for a malformed one."""
+    if not isinstance(overrides, (tuple, list)):
+        raise ConfigError(f"config.sweep.overrides: must be a tuple of (condition, field, value) "
+                          f"triples, got {overrides!r}")
+    parsed = []
+    for i, entry in enumerate(overrides):
+        where = f"config.sweep.overrides[{i}]"
+        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+            raise ConfigError(f"{where}: must be a (condition, field, value) triple, got "
+                              f"{entry!r}")
+        condition, field, value = entry
+        if field not in config_lib.RULES:
+            raise ConfigError(f"{where}: {field!r} is not a config field (e.g. 'imp.rewind')")
+        parsed.append((_parse_condition(condition, where), field, value))
+    return parsed
+
+
+def _format(value: int | float) -> str:
+    return str(value) if _is_int(value) else repr(float(value))
+
+
+def _set(config: ml_collections.ConfigDict, field: str, value: Any, where: str) -> None:
+    *sections, name = field.split(".")
+    target = config
+    for section in sections:
+        target = target[section]
+    try:
+        target[name] = tuple(value) if isinstance(value, list) else value
+    except TypeError as e:
+        raise ConfigError(f"{where}: cannot set {field} to {value!r} ({e})") from e
+
+
+def points(sweep_config: ml_collections.ConfigDict) -> list[Point]:
+    """Every point of the sweep, each with its validated config (no ``sweep`` section).
+
+    Raises:
+      ConfigError: a bad sweep value (``config.sweep.<field>: ...``), or a point's config is
+        invalid (the field, then the point's name).
+    """
+    if "sweep" not in sweep_config:
+        raise ConfigError("config.sweep: missing; build sweep configs with "
+                          "imp_jax.sweep.with_sweep(config) or base_sweep_config()")
+    sweep = sweep_config.sweep
+    unknown = sorted(set(sweep.keys()) - {*AXES, "overrides"})
+    if unknown:
+        raise ConfigError(f"config.sweep.{unknown[0]}: unknown field")
+    _check_axes(sweep, sweep_config)
+    overrides = _check_overrides(sweep.overrides)
+    base = copy.deepcopy(sweep_config)
+    with base.unlocked():
+        del base["sweep"]
+    swept = [a for a in AXES if sweep[a]]
+    result = []
+    for combo in itertools.product(*(sweep[a] for a in swept)):
+        values = dict(zip(swept, combo, strict=True))
+        if "nu" in values:
+            values["nu"] = float(values["nu"])
+        name = "_".join(f"{a}={_format(v)}" for a, v in values.items())
+        config = copy.deepcopy(base)
+        fcn = config.model.name == "fcn"
+        if "width" in values and fcn:
+            config.model.hidden = (values["width"], *tuple(config.model.hidden)[1:])
+        elif "width" in values:
+            config.model.width = values["width"]
+        if "nu" in values:
+            config.data.mixture_nu = values["nu"]
+        if "seed" in values:
+            config.seed = values["seed"]
+        width = (config.model.hidden[0] if config.model.hidden else 0) if fcn else (
+            config.model.width)  # 0: the architecture's standard width
+        coords = {"width": width, "nu": config.data.mixture_nu, "seed": config.seed}
+        for i, (applies, field, value) in enumerate(overrides):
+            if applies(coords):
+                _set(config, field, value, f"config.sweep.overrides[{i}] at point {name}")
+        try:
+            config_lib.validate(config)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (sweep point {name})") from e
+        result.append(Point(name, values, config))
+    return result
+
+
+def fingerprint(sweep_config: ml_collections.ConfigDict) -> str:
+    """A short hash of the sweep's results-determining fields, its axes' values excepted.
+
+    Widening an axis therefore keeps the sweep directory (see ``experiments/sweep.py``) and
+    reuses the points already run; changing anything else (overrides included) gives another.
+    """
+    config = copy.deepcopy(sweep_config)
+    with config.unlocked():
+        for axis in AXES:
+            config.sweep[axis] = ()
+    return config_lib.fingerprint(config)

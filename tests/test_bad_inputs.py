@@ -1,0 +1,319 @@
+"""Bad inputs through the command line: each stops with one clear ``error:`` line on stderr and
+leaves an existing run as it was; a torn metrics line and an unreadable in-level checkpoint are
+recovered from instead.
+
+The run directories are copies of one tiny finished run made once per module. "Disk full" is
+simulated in two ways that fail even for root (whom ``chmod`` does not stop): a run directory
+whose path runs through a regular file (ENOTDIR), and a file-size limit (``RLIMIT_FSIZE``, which
+root is subject to; Python then gets EFBIG) that a metrics append crosses in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from experiments import soak
+from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
+
+MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE,
+           "--config.checkpoint.every_epochs=1"]
+LAST = 3  # the tiny run's last level (the smoke config's imp.levels)
+PROGRESS = LAST * (3 * 5 + 1) + 10  # its last in-level checkpoint: level 3, step 10 of 15
+# Runs experiments.run under a file-size limit: python -c LIMITED BYTES ARGS...
+LIMITED = ("import os, resource, sys; n = int(sys.argv.pop(1)); "
+           "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+           "os.execv(sys.executable, [sys.executable, '-m', 'experiments.run', *sys.argv[1:]])")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny mixture run (levels 0-3, 2 replicates, a checkpoint every epoch)."""
+    workdir = tmp_path_factory.mktemp("tiny") / "run"
+    out = run_cli(*MIXTURE, f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
+def digests(workdir: Path) -> dict[str, str]:
+    """Every file of a run directory but its figures, by path (or the file where it should be):
+    what must stay intact."""
+    files = [workdir] if workdir.is_file() else sorted(workdir.rglob("*"))
+    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files if p.is_file() and "plots" not in p.parts}
+
+
+def rows(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(rs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rs]
+
+
+def error_line(out: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a failed run, checked to be its last line of stderr."""
+    assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines[-5:]
+    return lines[-1]
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def _corrupt(relative: str, how: str) -> Callable[[Path], None]:
+    """Truncates to half, overwrites with garbage, or deletes every file matching ``relative``."""
+    def corrupt(workdir: Path) -> None:
+        paths = sorted(workdir.glob(relative))
+        assert paths, relative
+        for p in paths:
+            if how == "delete":
+                p.unlink()
+            else:
+                p.write_bytes(p.read_bytes()[: p.stat().st_size // 2] if how == "truncate"
+                              else b"\x00garbage\xff" * 8)
+    return corrupt
+
+
+def _write(relative: str, text: str) -> Callable[[Path], None]:
+    def write(workdir: Path) -> None:
+        (workdir / relative).write_text(text)
+    return write
+
+
+def _make_file(workdir: Path) -> None:
+    shutil.rmtree(workdir)
+    workdir.write_text("a file")
+
+
+def _garble_row(workdir: Path) -> None:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    lines[2] = lines[2][:40] + "\n"
+    (workdir / "metrics.jsonl").write_text("".join(lines))
+
+
+def _unfinish(workdir: Path) -> None:
+    """Makes the run look killed during its last level, after that level's step-10 checkpoint:
+    the level's own checkpoint and rows gone."""
+    shutil.rmtree(workdir / "checkpoints" / "levels" / str(LAST))
+    lines = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (workdir / "metrics.jsonl").write_text("".join(lines[:-2]))
+
+
+def _garble_rewind(workdir: Path) -> None:
+    """Killed before the last level's first in-level checkpoint (so the level starts from the
+    rewind point), and the rewind point damaged."""
+    _unfinish(workdir)
+    shutil.rmtree(workdir / "checkpoints" / "progress" / str(PROGRESS))
+    _corrupt("checkpoints/rewind/0/state/d/*", "garbage")(workdir)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One bad input: command-line flags, optionally a broken copy of the tiny run to point them
+    at, and the text the error line must contain ({workdir} is filled in)."""
+
+    name: str
+    flags: tuple[str, ...]
+    expect: str
+    breaks: Callable[[Path], None] | None = None  # applied to a copy of the tiny run
+    config: str = "--config=configs/mixture_linear.py:smoke"
+
+
+CASES = [
+    # Config values: type, range and names.
+    Case("lr_not_a_number", ("--config.train.lr=abc",),
+         "error: flag --config.train.lr=abc: could not convert string to float: 'abc'"),
+    Case("lr_negative", ("--config.train.lr=-1",),
+         "error: config.train.lr: must be in (0.0, inf), got -1.0"),
+    Case("epochs_not_an_integer", ("--config.train.epochs=1.5",),
+         "error: flag --config.train.epochs=1.5: invalid literal for int()"),
+    Case("epochs_zero", ("--config.train.epochs=0",),
+         "error: config.train.epochs: must be an integer >= 1, got 0"),
+    Case("label_noise_above_one", ("--config.data.label_noise=1.5",),
+         "error: config.data.label_noise: must be in [0.0, 1.0], got 1.5"),
+    Case("prune_fraction_one", ("--config.prune.fraction=1.0",),
+         "error: config.prune.fraction: must be in (0.0, 1.0), got 1.0"),
+    Case("hidden_width_zero", ("--config.model.hidden=(8,0)",),
+         "error: config.model.hidden: must be a non-empty tuple of positive integers"),
+    Case("nesterov_not_a_bool", ("--config.train.nesterov=maybe",),
+         "error: flag --config.train.nesterov=maybe: ('Non-boolean argument to boolean flag'"),
+    Case("exclude_bad_regex", ('--config.prune.exclude=("[",)',),
+         "error: config.prune.exclude: has an invalid regular expression '['"),
+    Case("rewind_bad_syntax", ("--config.imp.rewind=5x",),
+         'error: config.imp.rewind: must look like "0", "500it" (steps) or "10ep" (epochs)'),
+    Case("rewind_after_training", ("--config.imp.rewind=3ep",),
+         "error: config.imp.rewind: '3ep' is 15 steps, not before the end of training (15 steps)"),
+    Case("unknown_model", ("--config.model.name=resnet99",),
+         "error: config.model.name: must be one of"),
+    Case("unknown_dataset", ("--config.data.name=cifar99",),
+         "error: config.data.name: must be one of ('mnist', 'fashion_mnist'"),
+    Case("unknown_field", ("--config.train.learning_rate=0.1",),
+         "error: config.train.learning_rate: unknown field"),
+    Case("unknown_section", ("--config.optim.lr=0.1",), "error: config.optim.lr: unknown field"),
+    Case("missing_config_file", (), "error: [Errno 2] No such file or directory: "
+         "'configs/nonexistent.py'", config="--config=configs/nonexistent.py"),
+    Case("unknown_config_variant", (), "error: ValueError: unknown variant 'huge' of "
+         "mixture_linear; expected 'smoke'", config="--config=configs/mixture_linear.py:huge"),
+    # Checks that need the data.
+    Case("batch_larger_than_dataset", ("--config.train.batch_size=1000",),
+         "error: config.train.batch_size: 1000 is larger than the training set (500 examples)"),
+    Case("subset_larger_than_dataset", ("--config.data.train_subset=600",),
+         "error: config.data: train_subset=600 with validation_size=0 asks for more than the "
+         "500 training examples of mixture_linear"),
+    Case("missing_mnist_archives", ("--config.data.manual_dir=/nonexistent",
+                                    "--config.data.data_dir={workdir}.tfds"),
+         "error: config.data: dataset 'mnist' is not prepared in",
+         config="--config=configs/mnist_noise.py:smoke"),
+    # Run directories that cannot be used.
+    Case("workdir_under_a_file", ("--workdir={workdir}/run",),
+         "error: cannot write {workdir}/run/config.json: [Errno 20] Not a directory",
+         breaks=_make_file),
+    Case("workdir_is_a_file", (), "error: {workdir} is a file, not a run directory",
+         breaks=_make_file),
+    Case("workdir_not_a_run", (), "error: {workdir} is not empty and has no config.json",
+         breaks=lambda w: (w / "config.json").unlink()),
+    Case("another_configs_run", ("--config.train.lr=0.05",),
+         "error: {workdir} holds a run of a different config (train.lr: 0.1 -> 0.05)",
+         breaks=lambda workdir: None),
+    Case("garbage_config_json", (), "error: {workdir}/config.json is unreadable",
+         breaks=_write("config.json", "{not json")),
+    Case("garbage_metrics_line", (), "error: {workdir}/metrics.jsonl: line 3 is not valid JSON",
+         breaks=_garble_row),
+    # Unreadable checkpoints: the error names the checkpoint and says what to do (the cause in
+    # its brackets is Orbax's, and varies).
+    Case("level_checkpoint_truncated", (),
+         f"error: checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
+         breaks=_corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate")),
+    Case("level_checkpoint_garbage", (),
+         f"error: checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
+         breaks=_corrupt(f"checkpoints/levels/{LAST}/state/manifest.ocdbt", "garbage")),
+    Case("level_checkpoint_piece_deleted", (),
+         f"error: checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
+         breaks=_corrupt(f"checkpoints/levels/{LAST}/state/_METADATA", "delete")),
+    Case("rewind_checkpoint_garbage", (),
+         "error: checkpoint {workdir}/checkpoints/rewind/0 is unreadable (",
+         breaks=_garble_rewind),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    workdir: Path
+    before: dict[str, str]  # digests of the broken run directory before the command
+    out: subprocess.CompletedProcess
+
+
+def _run_case(case: Case, tiny_run: Path, workdir: Path) -> Outcome:
+    before = {}
+    if case.breaks:
+        shutil.copytree(tiny_run, workdir)
+        case.breaks(workdir)
+        before = digests(workdir)
+    flags = [f.format(workdir=workdir) for f in case.flags]
+    if not any(f.startswith("--workdir=") for f in flags):
+        flags.append(f"--workdir={workdir}")
+    extra = TINY_MIXTURE if case.config.startswith("--config=configs/mixture") else []
+    out = run_cli(case.config, *extra, "--config.checkpoint.every_epochs=1", *flags)
+    return Outcome(workdir, before, out)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[dict[str, Future[Outcome]]]:
+    """Every case of the table, run side by side: they are independent processes that spend
+    most of their time starting up."""
+    root = tmp_path_factory.mktemp("cases")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        yield {c.name: pool.submit(_run_case, c, tiny_run, root / c.name / "run")
+               for c in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_bad_input_stops_with_one_line(case: Case, outcomes: dict[str, Future[Outcome]]
+                                       ) -> None:
+    outcome = outcomes[case.name].result()
+    assert case.expect.format(workdir=outcome.workdir) in error_line(outcome.out)
+    if outcome.before:  # finished levels, rows, summary and checkpoints are untouched
+        assert digests(outcome.workdir) == outcome.before
+    elif not case.breaks:
+        assert not outcome.workdir.exists()  # nothing was created for a run that never started
+
+
+def test_there_are_at_least_twenty_bad_inputs() -> None:
+    assert len(CASES) >= 20 and len({c.name for c in CASES}) == len(CASES)
+
+
+# -- recovering --------------------------------------------------------------------------------
+
+
+def test_truncated_last_row_is_rewritten(tiny_run: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir)
+    text = (workdir / "metrics.jsonl").read_text()
+    (workdir / "metrics.jsonl").write_text(text[: len(text) - 200])  # replicate 1 of level 3
+    out = run_cli(*MIXTURE, f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "dropping a truncated last line" in out.stderr
+    assert without_timing(rows(workdir)) == without_timing(rows(tiny_run))
+
+
+def test_unreadable_progress_checkpoint_restarts_the_level(tiny_run: Path,
+                                                           tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir)
+    _unfinish(workdir)
+    _corrupt(f"checkpoints/progress/{PROGRESS}/state/d/*", "garbage")(workdir)
+    out = run_cli(*MIXTURE, f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (f"checkpoint {workdir}/checkpoints/progress/{PROGRESS} is unreadable" in out.stderr
+            and f"restarting level {LAST} from its beginning" in out.stderr)
+    assert soak.compare(tiny_run, workdir).ok  # the same rows, masks and params
+
+
+def test_following_the_advice_for_an_unreadable_level(tiny_run: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir)
+    _corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate")(workdir)
+    line = error_line(run_cli(*MIXTURE, f"--workdir={workdir}"))
+    assert line.endswith("delete that directory (for level 0, checkpoints/rewind too) and run "
+                         "the same command again to retrain that level; its metrics rows are kept")
+    shutil.rmtree(workdir / "checkpoints" / "levels" / str(LAST))
+    out = run_cli(*MIXTURE, f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert rows(workdir) == rows(tiny_run)  # kept, not written again
+    assert soak.compare(tiny_run, workdir).ok  # the level retrained to the same masks and params
+
+
+def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_run: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir)
+    size = (workdir / "metrics.jsonl").stat().st_size
+    # Extending the run to level 4: checkpoints and summary.json fit, but the rows of level 4
+    # cross the limit after 300 bytes, leaving a torn line.
+    args = [*MIXTURE, "--config.imp.levels=4", f"--workdir={workdir}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", LIMITED, str(size + 300), *args], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert (f"error: cannot write {workdir}/metrics.jsonl: [Errno 27] File too large"
+            in error_line(out))
+    assert (workdir / "metrics.jsonl").read_text()[:size] == (
+        tiny_run / "metrics.jsonl").read_text()
+    assert (workdir / "checkpoints" / "levels" / "4").is_dir()
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = rows(workdir)
+    assert got[:8] == rows(tiny_run)
+    assert [(r["level"], r["replicate"]) for r in got[8:]] == [(4, 0), (4, 1)]
