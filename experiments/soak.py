@@ -8,22 +8,26 @@ uninterrupted with ``python -m experiments.run`` into ``DIR/reference``. Then it
 ``DIR/resumed-1``; every start of that run is interrupted and started again with the same command,
 until the run is allowed to finish. The first start is stopped with SIGTERM and the second with
 SIGINT, each as soon as the start has written a checkpoint: the process must print
-``interrupted:`` and exit with 143 / 130. The others are killed with SIGKILL, aimed (a seeded RNG
-draws and shuffles the aims) at
+``interrupted:`` and exit with 143 / 130. The others are killed with SIGKILL, at moments a seeded
+RNG draws, every aim in turn (in a random order):
 
-* a moment drawn uniformly from the reference's start-up (until its first checkpoint: imports,
-  data, compilation) or from the reference's whole wall time;
-* the moment a new Orbax checkpoint starts being written (its temporary directory appears);
-* the moment a level's rows land in ``metrics.jsonl`` (between two levels).
+* *start-up*: a delay drawn uniformly from the reference's time until its first checkpoint
+  (imports, data, compilation);
+* *mid-level*: a delay after the start's first checkpoint, drawn uniformly from the reference's
+  mean time between two checkpoints (an epoch is one compiled call: this lands mid-epoch);
+* *checkpoint write*: the moment the start's first or second Orbax checkpoint write begins (its
+  temporary directory appears; the run directory is polled every millisecond);
+* *between levels*: the moment the start's first or second level's rows land in metrics.jsonl;
+* *anytime*: a delay drawn uniformly from the reference's time until its IMP work finished.
 
-Each kill is classified by what the run directory shows once the process is dead: *checkpoint
-write* (a temporary checkpoint directory of that start was left behind), *between levels*,
-*start-up* (that start had saved nothing: imports, data, compilation, the first epochs),
-*training* (it had saved something earlier). Only SIGKILLs that interrupt unfinished work count:
-a kill that lands after ``summary.json`` says the run is finished (while the figures are drawn) is
-reported as *late* and not counted, and a planned kill that never happened because the process
-ended first is reported as *missed*. When the run finishes before enough kills landed, a new run
-directory ``resumed-2``, ... is started, so that every counted kill interrupted real work.
+Each kill is then classified by what the run directory shows once the process is dead:
+*checkpoint write* (a temporary checkpoint directory of that start was left behind), *between
+levels*, *start-up* (that start had saved nothing yet) or *mid-level* (it had saved something).
+Only SIGKILLs that interrupt unfinished work count: a kill that lands after ``summary.json`` says
+the run is finished (while the figures are drawn) is reported as *late* and not counted, and a
+planned kill that never happened because the process ended first is reported as *missed*. When
+the run finishes before enough kills landed, a new run directory ``resumed-2``, ... is started,
+so that every counted kill interrupted real work.
 
 Every resumed run is compared with the reference: identical metrics rows ignoring the timing
 fields (``time_*_s``), no missing or duplicate (replicate, level) rows, the same summary, and
@@ -37,6 +41,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import os
 import random
 import shutil
@@ -57,10 +62,10 @@ from ml_collections import config_flags
 
 from imp_jax import imp
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as experiments.run sets it for the runs
 ROOT = Path(__file__).resolve().parents[1]
 _POLL_S = 0.001  # how often a start's run directory is looked at
 _TMP_MARK = "orbax-checkpoint-tmp"  # Orbax writes a checkpoint into <step>.orbax-checkpoint-tmp
-
 
 
 class SoakError(RuntimeError):
@@ -123,13 +128,30 @@ def finished(workdir: Path) -> bool:
         return False
 
 
+@dataclasses.dataclass
+class Progress:
+    """What one start has done so far, as seen from outside."""
+
+    elapsed_s: float = 0.0
+    first_commit_s: float = math.inf  # when it had committed its first checkpoint
+    finished_s: float = math.inf  # when summary.json said the run is finished
+    commits: set[str] = dataclasses.field(default_factory=set)  # checkpoints it committed
+    writes: set[str] = dataclasses.field(default_factory=set)  # checkpoint writes it began
+    appends: int = 0  # times metrics.jsonl grew
+
+    def interval_s(self) -> float:
+        """The mean time between two of its checkpoints, once started."""
+        return (self.finished_s - self.first_commit_s) / max(len(self.commits) - 1, 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """When to interrupt one start, and with which signal.
 
-    ``aim`` is "start-up" or "anytime" (after ``delay_s``), "checkpoint write" (when the
-    ``nth`` checkpoint write of the start begins), "between levels" (when rows are appended
-    for the ``nth`` time), "signal" (once the start has committed a checkpoint), or "none".
+    ``aim`` is "start-up" or "anytime" (``delay_s`` after the start), "mid-level" (``delay_s``
+    after the start's first checkpoint), "checkpoint write" (when the ``nth`` checkpoint write of
+    the start begins), "between levels" (when rows are appended for the ``nth`` time), "signal"
+    (once the start has committed a checkpoint), or "none".
     """
 
     aim: str
@@ -137,12 +159,16 @@ class Plan:
     delay_s: float = 0.0
     nth: int = 1
 
-    def due(self, elapsed_s: float, writes: int, appends: int, commits: int) -> bool:
-        """Whether to interrupt now, given what the start has done so far."""
-        if self.aim in ("start-up", "anytime"):
-            return elapsed_s >= self.delay_s
-        counts = {"checkpoint write": writes, "between levels": appends, "signal": commits}
-        return self.aim in counts and counts[self.aim] >= self.nth
+    def due(self, p: Progress) -> bool:
+        """Whether to interrupt now."""
+        return {
+            "start-up": p.elapsed_s >= self.delay_s,
+            "anytime": p.elapsed_s >= self.delay_s,
+            "mid-level": p.elapsed_s >= p.first_commit_s + self.delay_s,
+            "checkpoint write": len(p.writes) >= self.nth,
+            "between levels": p.appends >= self.nth,
+            "signal": bool(p.commits),
+        }.get(self.aim, False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,18 +180,14 @@ class Start:
     before: Snapshot
     after: Snapshot
     output: str
-    wall_s: float
-    first_commit_s: float  # when it had committed its first checkpoint (inf: never)
-    finished_s: float  # when summary.json said the run is finished (inf: never)
+    progress: Progress
 
 
 def start(config_args: Sequence[str], workdir: Path, plan: Plan, log: Path) -> Start:
     """Starts the run in ``workdir`` and interrupts it as ``plan`` says (or lets it finish);
     its output is appended to ``log``."""
-    before = Snapshot.take(workdir)
-    writes: set[str] = set()
-    appends, last = 0, before
-    first_commit_s = finished_s = float("inf")
+    before = last = Snapshot.take(workdir)
+    p = Progress()
     signalled = False
     with open(log, "a+") as out:
         out.write(f"\n=== start, plan {plan}\n")
@@ -176,17 +198,17 @@ def start(config_args: Sequence[str], workdir: Path, plan: Plan, log: Path) -> S
                                 stderr=subprocess.STDOUT)
         try:
             while proc.poll() is None:
-                now, elapsed_s = Snapshot.take(workdir), time.monotonic() - t0
-                writes |= now.writing - before.writing
+                now, p.elapsed_s = Snapshot.take(workdir), time.monotonic() - t0
+                p.writes |= now.writing - before.writing
+                p.commits |= now.checkpoints - before.checkpoints
+                if p.commits:
+                    p.first_commit_s = min(p.first_commit_s, p.elapsed_s)
                 if now.rows_bytes > last.rows_bytes:
-                    appends += 1
-                commits = len(now.checkpoints - before.checkpoints)
-                if commits and first_commit_s == float("inf"):
-                    first_commit_s = elapsed_s
+                    p.appends += 1
                 if now.summary_ns != last.summary_ns and finished(workdir):
-                    finished_s = min(finished_s, elapsed_s)
+                    p.finished_s = min(p.finished_s, p.elapsed_s)
                 last = now
-                if plan.due(elapsed_s, len(writes), appends, commits):
+                if plan.due(p):
                     # poll() again: a process that has just exited must not count as signalled.
                     if proc.poll() is None:
                         proc.send_signal(plan.signum)
@@ -194,15 +216,14 @@ def start(config_args: Sequence[str], workdir: Path, plan: Plan, log: Path) -> S
                     break
                 time.sleep(_POLL_S)
             returncode = proc.wait()
-            wall_s = time.monotonic() - t0
+            p.elapsed_s = time.monotonic() - t0
         finally:
             if proc.poll() is None:  # the soak itself was interrupted
                 proc.kill()
                 proc.wait()
         out.seek(offset)
         output = out.read()
-    return Start(returncode, signalled, before, Snapshot.take(workdir), output, wall_s,
-                 first_commit_s, finished_s)
+    return Start(returncode, signalled, before, Snapshot.take(workdir), output, p)
 
 
 def run_once(config_args: Sequence[str], workdir: Path) -> Start:
@@ -318,9 +339,10 @@ class Report:
         c, ref = self.comparisons, self.reference
         moments = ", ".join(f"{k} {n}" for k, n in sorted(self.moments.items()))
         return [
-            *([f"soak: reference run {ref.wall_s:.1f} s (first checkpoint after "
-               f"{ref.first_commit_s:.1f} s, finished after {ref.finished_s:.1f} s); "
-               f"{len(c)} resumed run(s), {self.starts} starts"] if ref else []),
+            *([f"soak: reference run {ref.progress.elapsed_s:.1f} s (first checkpoint after "
+               f"{ref.progress.first_commit_s:.1f} s, finished after "
+               f"{ref.progress.finished_s:.1f} s); {len(c)} resumed run(s), {self.starts} "
+               f"starts"] if ref else []),
             f"soak: kills by moment: {moments or 'none'}; not counted: {self.late} late (the run "
             f"had finished, figures being drawn), {self.missed} missed (the process ended first)",
             *(f"soak: {s}" for s in self.signals),
@@ -341,28 +363,30 @@ def _moment(plan: Plan, result: Start) -> str:
         return "between levels"
     if (result.after.checkpoints - result.before.checkpoints
             or result.after.rows_bytes != result.before.rows_bytes):
-        return "training"
+        return "mid-level"
     return "start-up"
 
 
 class _Planner:
     """Draws the SIGKILL plans: every aim equally often, in a seeded random order."""
 
-    AIMS = ("start-up", "anytime", "checkpoint write", "between levels")
+    AIMS = ("start-up", "mid-level", "checkpoint write", "between levels", "anytime")
 
-    def __init__(self, seed: int, reference: Start) -> None:
+    def __init__(self, seed: int, reference: Progress) -> None:
         self.rng = random.Random(seed)
-        self.reference = reference
+        finished_s = min(reference.finished_s, reference.elapsed_s)
+        # Delays are drawn from the reference's start-up (until its first checkpoint), from its
+        # mean time between two checkpoints, or from its whole IMP work.
+        self.delay_range = {"start-up": min(reference.first_commit_s, finished_s),
+                            "mid-level": min(reference.interval_s(), finished_s),
+                            "anytime": finished_s}
         self.pending: list[Plan] = []
 
     def next(self) -> Plan:
         if not self.pending:
             for aim in self.rng.sample(self.AIMS, len(self.AIMS)):
-                ref = self.reference
-                until = min(ref.first_commit_s if aim == "start-up" else ref.finished_s,
-                            ref.wall_s)
-                self.pending.append(Plan(aim, delay_s=self.rng.uniform(0, until),
-                                         nth=self.rng.randint(1, 2)))
+                delay_s = self.rng.uniform(0, self.delay_range.get(aim, 0.0))
+                self.pending.append(Plan(aim, delay_s=delay_s, nth=self.rng.randint(1, 2)))
         return self.pending.pop()
 
 
@@ -416,7 +440,7 @@ def soak(config_args: Sequence[str], base: Path, kills: int, seed: int = 0,
     report = Report(wanted=kills)
     reference = base / "reference"
     report.reference = run_once(config_args, reference)
-    planner = _Planner(seed, report.reference)
+    planner = _Planner(seed, report.reference.progress)
     stops = [signal.SIGTERM, signal.SIGINT] if signals else []
     while (report.kills < kills or stops) and not report.problems:
         workdir = base / f"resumed-{len(report.comparisons) + 1}"

@@ -511,8 +511,9 @@ class Run:
                 resumed: bool = False) -> None:
         """Evaluates ``state`` and appends the rows of the replicates that have none at ``level``.
 
-        Some have one after a torn append (its last line was dropped), or all of them when a level
-        is retrained after its unreadable checkpoint was deleted (training is deterministic).
+        Some already have one after a torn append (only its cut last line was dropped), and all of
+        them when a level is retrained after its unreadable checkpoint was deleted (training is
+        deterministic, so the rows kept are the ones it would write).
         """
         have = {row["replicate"] for row in self.dir.read_rows() if row["level"] == level}
         replicates = [r for r in range(self.exp.replicates) if r not in have]
