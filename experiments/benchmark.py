@@ -11,6 +11,7 @@ noisy machine affects both sides alike.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import mnist_noise
-from imp_jax import masks, models, train
+from imp_jax import masks, models, parallel, train
 
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per figure (median reported).")
@@ -143,6 +144,58 @@ def bench_replicates(repeats: int) -> None:
               f"five_vmapped={tr / epochs * 1e3:.2f}ms/epoch ratio={tr / (replicates * t1):.2f}")
 
 
+def bench_cifar(repeats: int) -> None:
+    """CIFAR ResNet (W=16, 3 blocks a stage) steps on synthetic uint8 CIFAR-shaped data."""
+    n, batch, steps = 256, 128, 2
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8))
+    y = rng.integers(0, 10, size=n).astype(np.int32)
+    model = models.make_model("resnet", 10, width=16, blocks_per_stage=3)
+    trainer = train.Trainer(model, train.Hyper(batch_size=batch, lr=0.1, momentum=0.9,
+                                               weight_decay=1e-4), n,
+                            normalisation=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                            augment=True)
+    seconds = timeit(_epochs(trainer, 1, x, y, 1), max(1, repeats // 5)) / steps
+    print(f"cifar resnet W=16 batch={batch}: step={seconds * 1e3:.0f}ms "
+          f"epoch_50k={seconds * 50_000 / batch:.0f}s")
+
+
+def bench_sharded_epoch(repeats: int) -> None:
+    """The FCN epoch of ``bench_epoch`` with each batch split over all devices."""
+    rng = np.random.default_rng(0)
+    n, batch = 60_000, 128
+    layout = parallel.Layout.create("batch")
+    model = models.make_model("fcn", 10, hidden=(300,))
+    trainer = train.Trainer(model, train.Hyper(batch_size=batch, lr=0.1), n,
+                            batch_sharding=layout.batch, state_sharding=layout.per_replicate)
+    x = layout.put(rng.normal(size=(n, 784)).astype(np.float32), layout.replicated)
+    labels = layout.put(rng.integers(0, 10, size=(1, n)).astype(np.int32), layout.per_replicate)
+    state = layout.put_state(trainer.init(jax.random.split(jax.random.key(0), 1), x[:1]))
+    order = layout.put(trainer.epoch_order(layout.fetch(state.rng), 0), layout.per_replicate)
+    holder = [state]
+
+    def run():
+        holder[0], stats = trainer.run_steps(holder[0], x, labels, order, 0,
+                                             trainer.steps_per_epoch)
+        return stats
+
+    print(f"sharded_epoch devices={jax.device_count()} seconds={timeit(run, repeats):.3f}")
+
+
+def bench_scaling(repeats: int) -> None:
+    """Epoch time of the batch-sharded FCN on 1, 2, 4 and 8 simulated devices."""
+    times = {}
+    for devices in (1, 2, 4, 8):
+        env = {**os.environ,
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        out = subprocess.run(
+            [sys.executable, "-m", "experiments.benchmark", "--only=sharded_epoch",
+             f"--repeats={repeats}"], env=env, check=True, capture_output=True, text=True)
+        times[devices] = float(out.stdout.split("seconds=")[-1].split()[0])
+    print("scaling fcn784-300-10 batch=128 (batch split over devices): " + " ".join(
+        f"{d}dev={t:.3f}s(x{t / times[1]:.2f})" for d, t in times.items()))
+
+
 def bench_level(repeats: int) -> None:
     """The full mnist_noise config (3 replicates), shortened to a few epochs and levels:
     per-level overhead (evaluation + pruning + checkpoints) against a 120-epoch level, and the
@@ -175,7 +228,8 @@ def bench_level(repeats: int) -> None:
 
 SECTIONS: dict[str, Callable[[int], None]] = {
     "prune": bench_prune, "epoch": bench_epoch, "replicates": bench_replicates,
-    "level": bench_level}
+    "cifar": bench_cifar, "scaling": bench_scaling, "level": bench_level,
+    "sharded_epoch": bench_sharded_epoch}
 
 
 def main(argv: list[str]) -> None:
@@ -186,7 +240,8 @@ def main(argv: list[str]) -> None:
                              f"choose from {sorted(SECTIONS)}")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}")
     for name, fn in SECTIONS.items():
-        if not _ONLY.value or name in _ONLY.value:
+        # sharded_epoch is scaling's per-process part: run only when asked for.
+        if name in _ONLY.value or (not _ONLY.value and name != "sharded_epoch"):
             fn(_REPEATS.value)
 
 
