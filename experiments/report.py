@@ -40,8 +40,8 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
-from absl import logging as absl_logging
 
+from experiments import cli
 from imp_jax import analysis, imp, plots
 from imp_jax.rundir import RunDir, RunDirError
 
@@ -290,11 +290,7 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True) ->
 
 
 def main(argv: list[str]) -> int:
-    absl_logging.get_absl_handler().setFormatter(
-        logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    absl_logging.set_verbosity(absl_logging.INFO)
-    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cli.setup_logging()
     run_dirs = argv[1:]
     if not run_dirs:
         raise app.UsageError("give at least one run or sweep directory")

@@ -32,10 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import ml_collections
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from experiments import report
+from experiments import cli, report
 from imp_jax import config as config_lib
 from imp_jax import imp
 from imp_jax import sweep as sweep_lib
@@ -135,11 +134,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str | Path) -> list[
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    absl_logging.get_absl_handler().setFormatter(
-        logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    absl_logging.set_verbosity(absl_logging.INFO)
-    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cli.setup_logging()
     if not _LOG_LEVELS.value:  # one line per point
         logging.getLogger(imp.__name__).setLevel(logging.WARNING)
     config = _CONFIG.value
