@@ -254,6 +254,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
                           f"({config.train.epochs}), got {config.train.lr_decay_epochs!r}")
 
 
+def from_json_dict(values: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A config stored as JSON (``config.json``), laid over today's :func:`base_config`.
+
+    Fields added to the code since the run was made keep their defaults, so older run
+    directories stay readable and resumable; JSON lists become tuples where the default is one.
+    """
+    config = base_config()
+    for key, value in _flatten(ml_collections.ConfigDict(values)).items():
+        *sections, field = key.split(".")
+        target = config
+        for section in sections:
+            target = target[section]
+        with target.unlocked(), target.ignore_type():
+            default = target.get(field)
+            target[field] = tuple(value) if isinstance(default, tuple) else value
+    return config
+
+
 def to_json_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The config as plain JSON types (tuples become lists)."""
     return json.loads(config.to_json())

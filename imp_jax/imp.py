@@ -557,11 +557,7 @@ def open_run(workdir: str) -> Run:
     rundir = RunDir(workdir)
     if not rundir.config.exists():
         raise FileNotFoundError(f"{rundir.root} has no config.json: not an imp_jax run directory")
-    config = ml_collections.ConfigDict(json.loads(rundir.config.read_text()))
-    for key in ("model.hidden", "prune.exclude", "train.lr_decay_epochs"):  # JSON lists
-        section, field = key.split(".")
-        config[section][field] = tuple(config[section][field])
-    return Run(config, workdir)
+    return Run(config_lib.from_json_dict(json.loads(rundir.config.read_text())), workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

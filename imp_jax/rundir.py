@@ -86,8 +86,8 @@ class RunDir:
         """
         if self.config.exists():
             try:
-                old = ml_collections.ConfigDict(json.loads(self.config.read_text()))
-            except (ValueError, TypeError) as e:
+                old = config_lib.from_json_dict(json.loads(self.config.read_text()))
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
                 raise RunDirError(f"{self.config} is unreadable ({e}); is this a run "
                                   f"directory of imp_jax?") from e
             a, b = config_lib.identity(old), config_lib.identity(config)

@@ -230,3 +230,18 @@ def test_skip_replicate_marks_rows_and_summary(experiment, tmp_path, monkeypatch
     assert [r["diverged"] for r in rows if r["replicate"] == 1] == [False, True, True, True]
     assert not any(r["diverged"] for r in rows if r["replicate"] == 0)
     assert summary["skipped_replicates"] == [1] and summary["replicates"] == 1
+
+
+def test_run_directory_of_an_older_version_still_opens(experiment, reference, tmp_path):
+    """A config.json written before fields were added gets today's defaults for them."""
+    ref_dir, summary = reference
+    old = tmp_path / "old"
+    shutil.copytree(ref_dir, old)
+    stored = json.loads((old / "config.json").read_text())
+    del stored["parallel"], stored["train"]["on_divergence"]
+    (old / "config.json").write_text(json.dumps(stored))
+    runner = imp.open_run(str(old))
+    assert runner.exp.config.parallel.mode == "batch"
+    assert runner.exp.config.model.hidden == (8,)
+    runner.ckpt.close()
+    assert run(experiment, old) == summary  # and the run is recognised as finished
