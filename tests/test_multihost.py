@@ -1,4 +1,4 @@
-"""Two processes on this machine, as two hosts of one run, give a single process's results."""
+"""Two processes on one machine, as two hosts of one run, give a single process's results."""
 
 import json
 import os
