@@ -23,7 +23,6 @@ from ml_collections import config_flags
 from experiments import cli
 from imp_jax import config as config_lib
 from imp_jax import imp, plots
-from imp_jax.rundir import RunDirError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:arg]).",
                                           lock_config=True)
@@ -71,17 +70,17 @@ def main(argv: list[str]) -> int:
     if _DISTRIBUTED.value or _COORDINATOR.value:
         jax.distributed.initialize(_COORDINATOR.value or None, _NUM_PROCESSES.value,
                                    _PROCESS_ID.value)
-    try:
+
+    def start() -> tuple[str, dict]:
         config_lib.validate(config)  # before anything is created on disk
         workdir = _WORKDIR.value or default_workdir(config)
         logging.info("run directory: %s", workdir)
-        summary = imp.run(config, workdir)
-    except (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except imp.RunInterruptedError as e:
-        print(f"interrupted: {e}", file=sys.stderr)
-        return 128 + e.signum
+        return workdir, imp.run(config, workdir)
+
+    result, code = cli.call(start)
+    if code is not None:
+        return code
+    workdir, summary = result
     logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
                  summary["best_level"], summary["effective_parameters"],
                  summary["best_test_error"], summary["dense_test_error"])

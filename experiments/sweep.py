@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -138,16 +137,16 @@ def main(argv: list[str]) -> int:
     if not _LOG_LEVELS.value:  # one line per point
         logging.getLogger(imp.__name__).setLevel(logging.WARNING)
     config = _CONFIG.value
-    try:
+    start = time.perf_counter()
+
+    def sweep() -> str:
         sweep_dir = _SWEEP_DIR.value or default_sweep_dir(config)
-        start = time.perf_counter()
         run_sweep(config, sweep_dir)
-    except (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except imp.RunInterruptedError as e:
-        print(f"interrupted: {e}", file=sys.stderr)
-        return 128 + e.signum
+        return sweep_dir
+
+    sweep_dir, code = cli.call(sweep)
+    if code is not None:
+        return code
     logging.info("sweep in %s finished in %.1f s", sweep_dir, time.perf_counter() - start)
     try:
         print(report.report_sweeps([sweep_dir]))
