@@ -47,6 +47,20 @@ def timeit(fn: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
+def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each of ``fns``, the functions taking turns in every round so that a
+    machine whose speed drifts affects them alike; each timed call follows an untimed one of the
+    same function, so that none is timed with caches just filled by another."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            jax.block_until_ready(fn())
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def bench_prune(repeats: int) -> None:
     """Jitted global magnitude pruning of a 10M-weight tree, against a full sort of its values."""
     rng = np.random.default_rng(0)
@@ -64,9 +78,11 @@ def bench_prune(repeats: int) -> None:
           f"speedup_vs_sort={t_sort / t_prune:.1f}x")
 
 
-def _fcn_trainer(hidden: int, classes: int, n: int, batch: int, **model_kw) -> train.Trainer:
+def _fcn_trainer(hidden: int, classes: int, n: int, batch: int, replicate_batching: str = "vmap",
+                 **model_kw) -> train.Trainer:
     model = models.make_model("fcn", classes, hidden=(hidden,), **model_kw)
-    return train.Trainer(model, train.Hyper(batch_size=batch, lr=0.1), n)
+    return train.Trainer(model, train.Hyper(batch_size=batch, lr=0.1), n,
+                         replicate_batching=replicate_batching)
 
 
 def _epochs(trainer: train.Trainer, replicates: int, x: jax.Array, y: np.ndarray,
@@ -131,17 +147,25 @@ def bench_epoch(repeats: int) -> None:
 
 
 def bench_replicates(repeats: int) -> None:
-    """time(5 vmapped replicates) / (5 x time(1)) for the mixture network (D=100, batch 1024)."""
+    """time(5 replicates in one program) / (5 x time(1)) for the mixture network (D=100, batch
+    1024), for each way of computing the replicates; "auto" is the one the driver picks here."""
     rng = np.random.default_rng(0)
-    n, dim, replicates, epochs = 10_000, 100, 5, 20
+    n, dim, replicates, epochs = 10_000, 100, 5, 10
     x = jnp.asarray(rng.normal(size=(n, dim)), jnp.float32)
     y = rng.integers(0, 2, size=n).astype(np.int32)
+    kw = dict(use_bias=False, init="kaiming_uniform")
     for width in (10, 100, 1000):
-        trainer = _fcn_trainer(width, 2, n, 1024, use_bias=False, init="kaiming_uniform")
-        t1 = timeit(_epochs(trainer, 1, x, y, epochs), repeats)
-        tr = timeit(_epochs(trainer, replicates, x, y, epochs), repeats)
-        print(f"replicates P={width}: one={t1 / epochs * 1e3:.2f}ms/epoch "
-              f"five_vmapped={tr / epochs * 1e3:.2f}ms/epoch ratio={tr / (replicates * t1):.2f}")
+        auto = train.choose_replicate_batching(
+            models.make_model("fcn", 2, hidden=(width,), **kw), (dim,), 1024)
+        fns = {"one": _epochs(_fcn_trainer(width, 2, n, 1024, auto, **kw), 1, x, y, epochs)}
+        for batching in train.REPLICATE_BATCHING:
+            trainer = _fcn_trainer(width, 2, n, 1024, batching, **kw)
+            fns[batching] = _epochs(trainer, replicates, x, y, epochs)
+        t = timeit_interleaved(fns, max(repeats, 10))
+        ratios = " ".join(f"{b}={t[b] / (replicates * t['one']):.2f}"
+                          for b in train.REPLICATE_BATCHING)
+        print(f"replicates P={width}: one={t['one'] / epochs * 1e3:.2f}ms/epoch ratio "
+              f"auto({auto})={t[auto] / (replicates * t['one']):.2f} [{ratios}]", flush=True)
 
 
 def bench_cifar(repeats: int) -> None:

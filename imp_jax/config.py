@@ -16,14 +16,14 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import data, models, parallel
+from imp_jax import data, models, parallel, train
 
 PRUNE_METHODS = ("magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise")
 # Fields that do not change what a run computes: where data lives, how often to checkpoint or
 # log, evaluation batching, and the stop conditions (raising them extends a finished run).
 NON_IDENTITY_FIELDS = ("data.data_dir", "data.manual_dir", "checkpoint.every_epochs",
                        "log.every_epochs", "train.eval_batch_size", "imp.levels",
-                       "imp.min_weights", "parallel.mode")
+                       "imp.min_weights", "parallel.mode", "parallel.replicate_batching")
 _REWIND = re.compile(r"^(\d+)(it|ep)?$")
 
 
@@ -94,6 +94,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mode = "batch"  # split each minibatch over the devices, or "replicates"
+    # How replicates are computed on a device: "vmap", "unroll", "map" (see
+    # imp_jax.train.REPLICATE_BATCHING), or "auto": vmap on accelerators, the faster of the
+    # other two on a CPU.
+    c.parallel.replicate_batching = "auto"
 
     c.log = ml_collections.ConfigDict()
     c.log.every_epochs = 10  # progress lines within a level; 0 = none
@@ -210,6 +214,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "eval.fresh_points": _int_at_least(1),
     "log.every_epochs": _int_at_least(0),
     "parallel.mode": _one_of(parallel.MODES),
+    "parallel.replicate_batching": _one_of(("auto", *train.REPLICATE_BATCHING)),
 }
 
 

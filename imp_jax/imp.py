@@ -155,12 +155,20 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         init=c.model.init, width=c.model.width, blocks_per_stage=c.model.blocks_per_stage,
         growth_rate=c.model.growth_rate)
     layout = parallel.Layout.create(c.parallel.mode)
-    problem = layout.check(c.replicates, c.train.batch_size)
+    batching = c.parallel.replicate_batching
+    if batching == "auto":
+        sharded = layout.mode == "replicates" and layout.size > 1
+        batching = "vmap" if sharded else train.choose_replicate_batching(
+            model, dataset.x_train.shape[1:], c.train.batch_size)
+    problem = layout.check(c.replicates, c.train.batch_size, batching)
     if problem:
         raise config_lib.ConfigError(problem)
+    log.info("%d replicate(s) on %d device(s), parallel.mode=%s, replicate_batching=%s",
+             c.replicates, layout.size, layout.mode, batching)
     trainer = train.Trainer(model, hyper, dataset.n_train, c.train.eval_batch_size,
                             batch_sharding=layout.batch, state_sharding=layout.per_replicate,
-                            normalisation=dataset.normalisation, augment=c.data.augment)
+                            normalisation=dataset.normalisation, augment=c.data.augment,
+                            replicate_batching=batching)
     total_steps = c.train.epochs * spe
     rewind_step = config_lib.rewind_steps(c.imp.rewind, spe)
     if rewind_step >= total_steps:

@@ -60,8 +60,13 @@ class Layout:
         """The sharding of one replicate's minibatch (rows split in "batch" mode), or None."""
         return NamedSharding(self.mesh, PartitionSpec(AXIS)) if self.mode == "batch" else None
 
-    def check(self, replicates: int, batch_size: int) -> str | None:
-        """Why the sizes cannot be split over this mesh, or None."""
+    def check(self, replicates: int, batch_size: int,
+              replicate_batching: str = "vmap") -> str | None:
+        """Why the sizes (or the way replicates are computed) do not suit this mesh, or None."""
+        if self.mode == "replicates" and self.size > 1 and replicate_batching != "vmap":
+            return (f"config.parallel.replicate_batching: {replicate_batching!r} computes "
+                    f"replicates one by one, which a replicate axis split over {self.size} "
+                    f"devices cannot do; use 'vmap' or 'auto' (or parallel.mode=batch)")
         if self.mode == "replicates" and replicates % self.size:
             return (f"config.replicates: {replicates} replicates cannot be split over "
                     f"{self.size} devices (parallel.mode=replicates needs a multiple)")

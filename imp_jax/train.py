@@ -26,6 +26,17 @@ from imp_jax import masks as masks_lib
 
 PyTree = Any
 
+# Ways to compute a batch of replicates in one compiled call; all give the same results.
+REPLICATE_BATCHING = {
+    "vmap": "one batched step for all replicates (accelerators: bigger kernels, fewer launches)",
+    "unroll": "a copy of the step per replicate in every iteration of the loop (CPU, models "
+              "whose activations fit in a core's cache: per-step overhead is shared)",
+    "map": "the replicates one after another, each through all its steps (CPU, larger models: "
+           "one replicate's working set at a time stays in cache)",
+}
+# One core's L2 cache, roughly: the activations of a step up to which "unroll" beats "map".
+UNROLL_MAX_ACTIVATION_BYTES = 1 << 20
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -82,6 +93,32 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def choose_replicate_batching(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
+                              backend: str | None = None) -> str:
+    """The fastest of :data:`REPLICATE_BATCHING` for ``model`` on ``backend`` (default: JAX's).
+
+    Accelerators get ``"vmap"``. On a CPU, batched matmuls run no faster per replicate than
+    single ones while the working set grows with the replicates, so they run one at a time:
+    interleaved step by step (``"unroll"``) while a step's activations fit in about one core's
+    cache, else one after another (``"map"``). ``python -m experiments.benchmark
+    --only=replicates`` measures all three.
+
+    Args:
+      model: the Flax model.
+      input_shape: the shape of one example.
+      batch_size: examples per step.
+      backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``.
+    """
+    if (backend or jax.default_backend()) != "cpu":
+        return "vmap"
+    sample = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
+    variables = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, capture_intermediates=True), sample)
+    activations = sum(a.size * a.dtype.itemsize
+                      for a in jax.tree_util.tree_leaves(variables.get("intermediates", {})))
+    return "unroll" if activations <= UNROLL_MAX_ACTIVATION_BYTES else "map"
+
+
 @dataclasses.dataclass(frozen=True)
 class Trainer:
     """The model and hyperparameters behind the compiled training and evaluation functions.
@@ -101,6 +138,13 @@ class Trainer:
     # after a random flip and padded crop when ``augment`` is set.
     normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     augment: bool = False
+    # How a compiled call computes its replicates (see REPLICATE_BATCHING).
+    replicate_batching: str = "vmap"
+
+    def __post_init__(self):
+        if self.replicate_batching not in REPLICATE_BATCHING:
+            raise ValueError(f"replicate_batching must be one of {tuple(REPLICATE_BATCHING)}, "
+                             f"got {self.replicate_batching!r}")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -188,33 +232,48 @@ class Trainer:
         return np.stack([np.random.default_rng([*map(int, key), epoch]).permutation(self.n_train)
                          for key in rng]).astype(np.int32)
 
-    def _run_steps(self, state: TrainState, x: jax.Array, y: jax.Array, order: jax.Array,
-                   lo: jax.Array, hi: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Steps ``lo..hi-1`` of an epoch in ``order`` for one replicate.
+    def _replicate_step(self, state: TrainState, x: jax.Array, y: jax.Array, idx: jax.Array,
+                        weights: jax.Array) -> tuple[TrainState, jax.Array]:
+        """One step of one replicate on the examples ``idx`` of the shared ``x``."""
+        xb = jnp.take(x, idx, axis=0)
+        if self.batch_sharding is not None:
+            xb = jax.lax.with_sharding_constraint(xb, self.batch_sharding)
+        return self._step(state, xb, jnp.take(y, idx), weights)
 
-        Returns the new state and ``{"loss": mean training loss, "first_nonfinite_step": the
-        global step whose loss was first NaN or infinite, or -1}``.
+    def _run_steps(self, groups: tuple[TrainState, ...], x: jax.Array,
+                   ys: tuple[jax.Array, ...], orders: tuple[jax.Array, ...], lo: jax.Array,
+                   hi: jax.Array) -> tuple[tuple[TrainState, ...], dict[str, jax.Array]]:
+        """Steps ``lo..hi-1`` of an epoch for groups of replicates.
+
+        Each group is a batch of replicates (leading axis), with its labels and orders of shape
+        (replicates, n_train); every iteration of the loop takes one step of every group, the
+        replicates of a group batched with ``jax.vmap``. Returns the new groups and, over all
+        replicates in turn, ``{"loss": mean training loss, "first_nonfinite_step": the global
+        step whose loss was first NaN or infinite, or -1}``.
         """
         b, spe, n = self.hyper.batch_size, self.steps_per_epoch, self.n_train
         # The last batch is filled up with the epoch's first examples at zero loss weight, so
         # that batch statistics (BatchNorm) still see real, distinct images.
-        order = jnp.concatenate([order, order[:spe * b - n]])
+        orders = tuple(jnp.concatenate([order, order[:, :spe * b - n]], axis=1)
+                       for order in orders)
         valid = (jnp.arange(spe * b) < n).astype(jnp.float32)
+        step = jax.vmap(self._replicate_step, in_axes=(0, None, 0, 0, None))
 
         def body(i, carry):
-            state, total, bad = carry
-            idx = jax.lax.dynamic_slice_in_dim(order, i * b, b)
             weights = jax.lax.dynamic_slice_in_dim(valid, i * b, b)
-            step = state.step
-            xb = jnp.take(x, idx, axis=0)
-            if self.batch_sharding is not None:
-                xb = jax.lax.with_sharding_constraint(xb, self.batch_sharding)
-            state, loss = self._step(state, xb, jnp.take(y, idx), weights)
-            bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), step, bad)
-            return state, total + loss, bad
+            out = []
+            for state, total, bad, y, order in zip(*carry, ys, orders, strict=True):
+                idx = jax.lax.dynamic_slice_in_dim(order, i * b, b, axis=1)
+                new, loss = step(state, x, y, idx, weights)
+                bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), state.step, bad)
+                out.append((new, total + loss, bad))
+            return tuple(zip(*out, strict=True))
 
-        state, total, bad = jax.lax.fori_loop(lo, hi, body, (state, jnp.float32(0), jnp.int32(-1)))
-        return state, {"loss": total / jnp.maximum(hi - lo, 1), "first_nonfinite_step": bad}
+        init = (groups, tuple(jnp.zeros(len(y), jnp.float32) for y in ys),
+                tuple(jnp.full(len(y), -1, jnp.int32) for y in ys))
+        groups, totals, bads = jax.lax.fori_loop(lo, hi, body, init)
+        return groups, {"loss": jnp.concatenate(totals) / jnp.maximum(hi - lo, 1),
+                        "first_nonfinite_step": jnp.concatenate(bads)}
 
     @property
     def run_steps(self):
@@ -222,7 +281,8 @@ class Trainer:
 
         ``x`` is shared, ``labels`` and ``order`` (see :meth:`epoch_order`) have shape
         (replicates, n_train); ``lo`` and ``hi`` are scalars: steps ``lo..hi-1`` of the epoch.
-        The states are donated.
+        The states are donated. How the replicates are computed follows
+        :attr:`replicate_batching`; the results agree to float rounding.
         """
         return _jit_run_steps(self)
 
@@ -243,8 +303,29 @@ class Trainer:
 
 @functools.cache
 def _jit_run_steps(trainer: Trainer):
-    batched = jax.vmap(trainer._run_steps, in_axes=(0, None, 0, 0, None, None))
-    return jax.jit(batched, donate_argnums=0, out_shardings=trainer.state_sharding)
+    def batched(states, x, y, order, lo, hi):
+        (states,), stats = trainer._run_steps((states,), x, (y,), (order,), lo, hi)
+        return states, stats
+
+    def unrolled(states, x, y, order, lo, hi):
+        # Groups of one replicate each, keeping its leading axis: every replicate then runs the
+        # very program of a single-replicate run (XLA lays out its dots alike).
+        def split(tree):
+            return tuple(jax.tree_util.tree_map(lambda a, r=r: a[r:r + 1], tree)
+                         for r in range(len(y)))
+
+        groups, stats = trainer._run_steps(split(states), x, split(y), split(order), lo, hi)
+        return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *groups), stats
+
+    def mapped(states, x, y, order, lo, hi):
+        def one(replicate):
+            state, y1, order1 = jax.tree_util.tree_map(lambda a: a[None], replicate)
+            return jax.tree_util.tree_map(lambda a: a[0], batched(state, x, y1, order1, lo, hi))
+
+        return jax.lax.map(one, (states, y, order))
+
+    run = {"vmap": batched, "unroll": unrolled, "map": mapped}[trainer.replicate_batching]
+    return jax.jit(run, donate_argnums=0, out_shardings=trainer.state_sharding)
 
 
 @functools.cache

@@ -46,6 +46,7 @@ BAD = [
     ("imp.min_weights", -1, "config.imp.min_weights"),
     ("checkpoint.every_epochs", -1, "config.checkpoint.every_epochs"),
     ("eval.num_bins", 0, "config.eval.num_bins: must be an integer >= 1"),
+    ("parallel.replicate_batching", "pmap", "config.parallel.replicate_batching: must be one of"),
 ]
 
 
@@ -78,6 +79,7 @@ def test_fingerprint_ignores_paths_and_stop_conditions():
     a, b = mnist_noise.get_config(), mnist_noise.get_config()
     b.data.manual_dir = "/elsewhere"
     b.imp.levels = 40
+    b.parallel.replicate_batching = "map"
     assert config_lib.fingerprint(a) == config_lib.fingerprint(b)
     b.train.lr = 0.05
     assert config_lib.fingerprint(a) != config_lib.fingerprint(b)

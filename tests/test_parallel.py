@@ -84,9 +84,9 @@ def _main() -> None:
     hyper = train.Hyper(batch_size=32, lr=0.1, momentum=0.9)
     keys = jax.random.split(jax.random.key(0), replicates)
 
-    def train_with(layout):
+    def train_with(layout, batching="vmap"):
         trainer = train.Trainer(model, hyper, n, batch_sharding=layout.batch,
-                                state_sharding=layout.per_replicate)
+                                state_sharding=layout.per_replicate, replicate_batching=batching)
         state = layout.put_state(trainer.init(keys, jnp.asarray(x)))
         data = layout.put(x, layout.replicated)
         labels = layout.put(y, layout.per_replicate)
@@ -98,14 +98,19 @@ def _main() -> None:
         return layout.fetch(state), layout.fetch(prune(state.params, state.masks)), state
 
     single, single_masks, _ = train_with(parallel.Layout.create("batch", jax.devices()[:1]))
-    for mode in parallel.MODES:
+    for mode, batching in [("batch", "vmap"), ("batch", "unroll"), ("batch", "map"),
+                           ("replicates", "vmap")]:
         layout = parallel.Layout.create(mode)
-        sharded, sharded_masks, state = train_with(layout)
+        assert layout.check(replicates, 32, batching) is None
+        sharded, sharded_masks, state = train_with(layout, batching)
         chex.assert_trees_all_close(sharded.params, single.params, atol=1e-5, rtol=1e-5)
         chex.assert_trees_all_equal(sharded_masks, single_masks)
         kernel = state.params["hidden_0"]["kernel"]
         expected = layout.per_replicate
         assert kernel.sharding.is_equivalent_to(expected, kernel.ndim), (mode, kernel.sharding)
+    # Replicates split over devices cannot be computed one by one.
+    problem = parallel.Layout.create("replicates").check(replicates, 32, "unroll")
+    assert problem.startswith("config.parallel.replicate_batching: 'unroll'"), problem
     print("sharded checks passed")
 
 

@@ -19,9 +19,10 @@ def problem():
     return x, y
 
 
-def make_trainer(**hyper):
+def make_trainer(replicate_batching="vmap", **hyper):
     model = models.make_model("fcn", 2, hidden=(16,))
-    return train.Trainer(model, train.Hyper(**{"batch_size": 32, "lr": 0.1, **hyper}), N)
+    return train.Trainer(model, train.Hyper(**{"batch_size": 32, "lr": 0.1, **hyper}), N,
+                         replicate_batching=replicate_batching)
 
 
 def stacked(y, replicates):
@@ -71,9 +72,10 @@ def test_epoch_order_is_a_permutation_per_replicate_and_epoch(problem):
     np.testing.assert_array_equal(a, tr.epoch_order(rng, 0))
 
 
-def test_replicates_match_single_runs(problem):
+@pytest.mark.parametrize("batching", list(train.REPLICATE_BATCHING))
+def test_replicates_match_single_runs(problem, batching):
     x, y = problem
-    tr = make_trainer()
+    tr = make_trainer(batching)
     keys = jax.random.split(jax.random.key(2), 3)
     init = tr.init(keys, x)
     both, _ = tr.run_steps(init, x, stacked(y, 3), order(tr, init, 0), 0, 4)
@@ -85,6 +87,32 @@ def test_replicates_match_single_runs(problem):
     # Different keys: different initialisations.
     assert not np.allclose(both.params["hidden_0"]["kernel"][0],
                            both.params["hidden_0"]["kernel"][1])
+
+
+def test_replicate_batchings_agree(problem):
+    """vmap, unroll and map compute the same steps, and report per-replicate stats alike."""
+    x, y = problem
+    keys = jax.random.split(jax.random.key(8), 3)
+    out = {}
+    for batching in train.REPLICATE_BATCHING:
+        tr = make_trainer(batching, momentum=0.9, weight_decay=1e-3)
+        state = tr.init(keys, x)
+        state, stats = tr.run_steps(state, x, stacked(y, 3), order(tr, state, 0), 1, 4)
+        assert stats["loss"].shape == stats["first_nonfinite_step"].shape == (3,)
+        out[batching] = state, stats
+    for batching in ("unroll", "map"):
+        chex.assert_trees_all_close(out[batching], out["vmap"], atol=1e-6)
+
+
+def test_choose_replicate_batching():
+    small = models.make_model("fcn", 2, hidden=(10,), use_bias=False)
+    wide = models.make_model("fcn", 2, hidden=(1000,), use_bias=False)
+    # 1024 x 10 activations fit in a core's cache; 1024 x 1000 (4 MB) do not.
+    assert train.choose_replicate_batching(small, (100,), 1024, "cpu") == "unroll"
+    assert train.choose_replicate_batching(wide, (100,), 1024, "cpu") == "map"
+    assert train.choose_replicate_batching(wide, (100,), 1024, "gpu") == "vmap"
+    with pytest.raises(ValueError, match="replicate_batching must be one of"):
+        make_trainer("scan")
 
 
 def test_pruned_weights_stay_zero_with_momentum_and_decay(problem):
