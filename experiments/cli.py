@@ -19,6 +19,10 @@ def setup_logging() -> None:
     absl_logging.set_verbosity(absl_logging.INFO)
     for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Orbax restores leaves in concurrent asyncio tasks and futures: when a checkpoint is
+    # unreadable, one error is reported (as one line) and the others' would be dumped at exit.
+    logging.getLogger("asyncio").addFilter(
+        lambda record: "exception was never retrieved" not in record.getMessage())
 
 
 def call(fn: Callable[[], Any]) -> tuple[Any, int | None]:

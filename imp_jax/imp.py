@@ -3,8 +3,9 @@
 Level 0 trains the dense network from its initialisation; the rewind point (the initial state, or
 the state after k steps) is saved once. Every later level prunes the previous level's trained
 weights, rewinds the survivors, rebuilds the optimizer state and retrains. After each level one
-metrics row per replicate is appended to ``metrics.jsonl``. All replicates run as one vmapped
-program, and every level reuses the same compiled functions (masks are inputs, not constants).
+metrics row per replicate is appended to ``metrics.jsonl``. All replicates run as one compiled
+program (see ``parallel.replicate_batching``), and every level reuses the same compiled
+functions (masks are inputs, not constants).
 
 A run killed at any point resumes from its last checkpoint when started again with the same
 config and run directory: finished levels are never redone and rows never duplicated.

@@ -6,7 +6,7 @@ A sweep config is an ordinary run config (see :mod:`imp_jax.config`) plus a ``sw
 * ``sweep.width``: widths, set as the first hidden width ``model.hidden[0]`` of an FCN (so a
   784-P-100-10 network sweeps P), or as ``model.width`` of a ResNet or VGG (W);
 * ``sweep.nu``: mixture separations, set as ``data.mixture_nu``;
-* ``sweep.seed``: seeds, set as ``seed`` (each run still has ``replicates`` vmapped seeds);
+* ``sweep.seed``: seeds, set as ``seed`` (each run still has ``replicates`` seeds in one program);
 * ``sweep.overrides``: ``(condition, field, value)`` triples applied in order to the points whose
   coordinates meet the condition, e.g. ``("width>=1000", "imp.rewind", "1ep")``. A condition is
   ``<axis><op><number>`` with an axis above and op one of ``>=``, ``<=``, ``>``, ``<``, ``==``;
