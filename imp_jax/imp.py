@@ -164,8 +164,6 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     problem = layout.check(c.replicates, c.train.batch_size, batching)
     if problem:
         raise config_lib.ConfigError(problem)
-    log.info("%d replicate(s) on %d device(s), parallel.mode=%s, replicate_batching=%s",
-             c.replicates, layout.size, layout.mode, batching)
     trainer = train.Trainer(model, hyper, dataset.n_train, c.train.eval_batch_size,
                             batch_sharding=layout.batch, state_sharding=layout.per_replicate,
                             normalisation=dataset.normalisation, augment=c.data.augment,
@@ -382,6 +380,10 @@ class Run:
             return self._run()
 
     def _run(self) -> dict[str, Any]:
+        exp = self.exp
+        log.info("%d replicate(s) on %d device(s), parallel.mode=%s, replicate_batching=%s",
+                 exp.replicates, exp.layout.size, exp.layout.mode,
+                 exp.trainer.replicate_batching)
         done = self.finished_levels()
         rows = self._rows_by_level()
         for level_rows in rows.values():
