@@ -26,14 +26,12 @@ from imp_jax import masks as masks_lib
 
 PyTree = Any
 
-# Ways to compute a batch of replicates in one compiled call; all give the same results.
-REPLICATE_BATCHING = {
-    "vmap": "one batched step for all replicates (accelerators: bigger kernels, fewer launches)",
-    "unroll": "a copy of the step per replicate in every iteration of the loop (CPU, models "
-              "whose activations fit in a core's cache: per-step overhead is shared)",
-    "map": "the replicates one after another, each through all its steps (CPU, larger models: "
-           "one replicate's working set at a time stays in cache)",
-}
+# Ways to compute a batch of replicates in one compiled call (the same results, to float
+# rounding): "vmap", one batched step for all of them (accelerators: bigger kernels, fewer
+# launches); "unroll", a step of each replicate in turn in every iteration of the loop (CPU, small
+# models: the per-step overhead is shared); "map", the replicates one after another, each through
+# all its steps (CPU, larger models: one replicate's working set at a time stays in cache).
+REPLICATE_BATCHING = ("vmap", "unroll", "map")
 # One core's L2 cache, roughly: the activations of a step up to which "unroll" beats "map".
 UNROLL_MAX_ACTIVATION_BYTES = 1 << 20
 
@@ -143,7 +141,7 @@ class Trainer:
 
     def __post_init__(self):
         if self.replicate_batching not in REPLICATE_BATCHING:
-            raise ValueError(f"replicate_batching must be one of {tuple(REPLICATE_BATCHING)}, "
+            raise ValueError(f"replicate_batching must be one of {REPLICATE_BATCHING}, "
                              f"got {self.replicate_batching!r}")
 
     @property

@@ -72,7 +72,7 @@ def test_epoch_order_is_a_permutation_per_replicate_and_epoch(problem):
     np.testing.assert_array_equal(a, tr.epoch_order(rng, 0))
 
 
-@pytest.mark.parametrize("batching", list(train.REPLICATE_BATCHING))
+@pytest.mark.parametrize("batching", train.REPLICATE_BATCHING)
 def test_replicates_match_single_runs(problem, batching):
     x, y = problem
     tr = make_trainer(batching)
