@@ -158,8 +158,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     layout = parallel.Layout.create(c.parallel.mode)
     batching = c.parallel.replicate_batching
     if batching == "auto":
-        sharded = layout.mode == "replicates" and layout.size > 1
-        batching = "vmap" if sharded else train.choose_replicate_batching(
+        batching = "vmap" if layout.splits_replicates else train.choose_replicate_batching(
             model, dataset.x_train.shape[1:], c.train.batch_size)
     problem = layout.check(c.replicates, c.train.batch_size, batching)
     if problem:

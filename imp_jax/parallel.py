@@ -60,10 +60,15 @@ class Layout:
         """The sharding of one replicate's minibatch (rows split in "batch" mode), or None."""
         return NamedSharding(self.mesh, PartitionSpec(AXIS)) if self.mode == "batch" else None
 
+    @property
+    def splits_replicates(self) -> bool:
+        """Whether the replicate axis is split over more than one device."""
+        return self.mode == "replicates" and self.size > 1
+
     def check(self, replicates: int, batch_size: int,
               replicate_batching: str = "vmap") -> str | None:
         """Why the sizes (or the way replicates are computed) do not suit this mesh, or None."""
-        if self.mode == "replicates" and self.size > 1 and replicate_batching != "vmap":
+        if self.splits_replicates and replicate_batching != "vmap":
             return (f"config.parallel.replicate_batching: {replicate_batching!r} computes "
                     f"replicates one by one, which a replicate axis split over {self.size} "
                     f"devices cannot do; use 'vmap' or 'auto' (or parallel.mode=batch)")
