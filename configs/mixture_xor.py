@@ -1,10 +1,12 @@
-"""XOR Gaussian mixture (D=100, nu=1.0), 25% label noise; two-layer ReLU FCN without biases.
+"""XOR Gaussian mixture (D=100, nu=0.6), 25% label noise; two-layer ReLU FCN without biases.
 
-The study's controlled setting: 10 000 train / 5 000 test points, hidden width P=500,
-Kaiming-uniform init, SGD lr 0.1, batch 1024, 1000 epochs.
+The setting of the study's uncertainty analysis (the true p(y|x), calibration curves): 10 000
+train / 5 000 test points, hidden width P=500, Kaiming-uniform init, SGD lr 0.1, batch 1024, 1000
+epochs a level, 5 replicates, pruned until fewer than 20 weights would remain (past the best
+pruned model and into its collapse).
 
 Variants (``configs/mixture_xor.py:ARG``):
-  smoke: P=50, 20 epochs, 3 levels, 2 replicates; seconds on a laptop CPU.
+  smoke: P=50, nu=1.0, 20 epochs, 3 levels, 2 replicates; seconds on a laptop CPU.
 """
 
 from imp_jax.config import base_config
@@ -13,9 +15,9 @@ from imp_jax.config import base_config
 def get_config(arg: str | None = None):
     c = base_config()
     c.name = "mixture_xor"
-    c.replicates = 1
+    c.replicates = 5
     c.data.name = "mixture_xor"
-    c.data.mixture_nu = 1.0
+    c.data.mixture_nu = 0.6
     c.data.label_noise = 0.25
     c.model.hidden = (500,)
     c.model.use_bias = False
@@ -23,7 +25,8 @@ def get_config(arg: str | None = None):
     c.train.epochs = 1000
     c.train.batch_size = 1024
     c.train.lr = 0.1
-    c.imp.levels = 20
+    c.imp.levels = 60
+    c.imp.min_weights = 20
     c.checkpoint.every_epochs = 100
     c.log.every_epochs = 100
     if arg == "smoke":
@@ -32,6 +35,8 @@ def get_config(arg: str | None = None):
         c.model.hidden = (50,)
         c.train.epochs = 20
         c.imp.levels = 3
+        c.imp.min_weights = 0
+        c.data.mixture_nu = 1.0  # an easier task, that a tiny network learns in seconds
         c.checkpoint.every_epochs = 10
         c.log.every_epochs = 0
     elif arg:

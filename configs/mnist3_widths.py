@@ -2,7 +2,8 @@
 
 P in {3, 5, 10, 25, 50, 100, 300, 500, 1000, 5000, 10000} (the first hidden layer; the second
 keeps 100 units) with the training of ``mnist_widths.py``: 120 epochs a level, 3 replicates,
-output layer kept dense, rewinding from P >= 1000, pruning until fewer than 100 prunable weights
+output layer (1 000 weights here) kept dense at every width as in the reference code's default,
+rewinding from P >= 1000, pruning until fewer than 100 prunable weights
 would remain.
 
 Variants (``configs/mnist3_widths.py:ARG``):

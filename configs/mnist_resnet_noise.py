@@ -2,8 +2,10 @@
 4W) with W=8.
 
 SGD (lr 0.1, momentum 0.9, batch 128), 120 epochs per level, global magnitude pruning of 20% of
-the remaining weights per level with the output layer kept dense (as the reference code did for
-its MNIST networks), rewinding to the initial weights; no augmentation. 30 levels reach 0.12% of
+the remaining weights per level counted as the reference code counts them (``prune.count=
+"openlth"``), with the output layer kept dense (as the reference code did for its MNIST networks),
+rewinding to the initial weights; no augmentation. Initialised as the reference code does:
+BatchNorm scales U(0, 1), the output bias as PyTorch's default. 30 levels reach 0.12% of
 the prunable weights. The study used 3 replicates and W in {1, 2, 5, 8, 11, 15, 20, 40, 80, 120}
 (``--config.model.width``).
 
@@ -24,11 +26,14 @@ def get_config(arg: str | None = None):
     c.model.width = 8
     c.model.blocks_per_stage = 1
     c.model.init = "kaiming_normal"
+    c.model.bias_init = "torch_default"
+    c.model.bn_init = "uniform"
     c.train.epochs = 120
     c.train.batch_size = 128
     c.train.lr = 0.1
     c.train.momentum = 0.9
     c.prune.exclude = ("^output/",)
+    c.prune.count = "openlth"
     c.imp.levels = 30
     c.checkpoint.every_epochs = 10
     c.log.every_epochs = 10

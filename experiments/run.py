@@ -81,9 +81,13 @@ def main(argv: list[str]) -> int:
     if code is not None:
         return code
     workdir, summary = result
-    logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
-                 summary["best_level"], summary["effective_parameters"],
-                 summary["best_test_error"], summary["dense_test_error"])
+    if summary["best_level"] is None:
+        logging.info("no best pruned model yet (%s); dense test error %.4f",
+                     summary["landmarks"]["status"], summary["dense_test_error"])
+    else:
+        logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
+                     summary["best_level"], summary["effective_parameters"],
+                     summary["best_test_error"], summary["dense_test_error"])
     if jax.process_count() > 1:
         logging.info("draw the figures with: python -m experiments.report %s", workdir)
         return 0

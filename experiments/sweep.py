@@ -120,12 +120,13 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str | Path) -> list[
         done_before = summary is not None
         if summary is None:
             summary = imp.run(point.config, str(root / point.name))
-        logging.info(
-            "point %d/%d %s: %s | %d -> %d weights (level %d) | test error %.4f -> %.4f | "
-            "%.1f s", i, len(points), point.name, "finished before" if done_before else "ran",
-            summary["total_weights"], summary["effective_parameters"], summary["best_level"],
-            summary["dense_test_error"], summary["best_test_error"],
-            time.perf_counter() - start)
+        best = ("no best pruned model yet" if summary["best_level"] is None else
+                f"{summary['effective_parameters']} weights (level {summary['best_level']}), "
+                f"test error {summary['best_test_error']:.4f}")
+        logging.info("point %d/%d %s: %s | %d weights, test error %.4f -> %s | %.1f s", i,
+                     len(points), point.name, "finished before" if done_before else "ran",
+                     summary["total_weights"], summary["dense_test_error"], best,
+                     time.perf_counter() - start)
         summaries.append(summary)
     return summaries
 

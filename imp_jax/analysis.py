@@ -10,6 +10,7 @@ collected from many runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -77,12 +78,87 @@ def level_curve(rows: Iterable[Row], metric: str) -> dict[str, list]:
     return curve
 
 
-def best_level(rows: Iterable[Row], select: str = "test") -> int:
-    """The best pruned level: the lowest mean error over replicates.
+# The smallest difference between the mean errors of two levels that counts as a rise or a fall:
+# the larger of the two levels' replicate spreads (sample std), and at least this floor, so
+# that wiggles of the size of the replicate spread (or, with one replicate, of a few test
+# examples) make no peaks and no minima.
+TOLERANCE_FLOOR = 0.002
 
-    ``select="test"`` minimises ``test_error`` (the study's definition: it selects on the test
-    set); ``select="val"`` minimises ``val_error``, available when the run held out a
-    validation split. Ties go to the earliest level (the one with the most weights).
+
+@dataclasses.dataclass(frozen=True)
+class SparseMinimum:
+    """Where the best pruned model lies on a mean error curve (indices into its levels).
+
+    Attributes:
+      best: the best pruned model (the minimum of the second descent), or None while the curve
+        has not yet risen by more than the tolerance after its candidate: the error may still
+        be falling, so no level is named.
+      candidate: the level that would be the best pruned model if the curve rose after it.
+      peak: the top of the rise the second descent falls from; None if the error fell from the
+        dense network at once (no rise, by more than the tolerance, before the fall).
+      lowest: the lowest error of the whole curve (the dense network for wide ones).
+    """
+
+    best: int | None
+    candidate: int
+    peak: int | None
+    lowest: int
+
+
+def _tolerance(std: np.ndarray, i: int, j: int, floor: float) -> float:
+    return max(floor, float(std[i]), float(std[j]))
+
+
+def sparse_minimum(mean: Sequence[float], std: Sequence[float] | None = None, *,
+                   floor: float = TOLERANCE_FLOOR) -> SparseMinimum:
+    """The study's best pruned model on a mean error curve, levels in order (weights falling).
+
+    The best pruned model is the minimum of the sparse double descent's second descent: the
+    lowest error after the error's peak and before the collapse. The peak is the level from
+    which the error falls the most, ``e_p - min(e_j, j > p)``, among the levels from which it
+    falls by more than the tolerance (see :data:`TOLERANCE_FLOOR`; ``std`` is the replicate
+    spread per level, zeros when None); the dense level itself when pruning helped at once. The
+    best pruned model is the lowest level after the peak (the earliest on ties). Where no
+    level is followed by such a fall, the curve only rises or is flat: the lowest level is the
+    candidate. A candidate is named the best only once a later level is worse by more than the
+    tolerance; before that the minimum is not yet reached.
+
+    On the shapes of the study: a wide network (dense lowest, a rise to a peak, a second descent
+    to a minimum above the dense error, the collapse) gives that minimum, not the dense network;
+    a narrow one (pruning helps at once, then the collapse) its global minimum; a memorising one
+    (a plateau, a peak, a deep second descent) the bottom of the second descent.
+
+    Raises:
+      ValueError: an empty curve, or ``std`` of another length.
+    """
+    e = np.asarray(mean, np.float64)
+    s = np.zeros_like(e) if std is None else np.nan_to_num(np.asarray(std, np.float64))
+    if e.size == 0 or s.shape != e.shape:
+        raise ValueError(f"need a non-empty curve and one std per level, got {e.size} means "
+                         f"and {s.size} stds")
+    lowest = int(np.argmin(e))
+    drops = []
+    for p in range(e.size - 1):
+        j = p + 1 + int(np.argmin(e[p + 1:]))
+        if e[p] - e[j] > _tolerance(s, p, j, floor):
+            drops.append((e[p] - e[j], -p, p, j))
+    top, candidate = (0, lowest) if not drops else max(drops)[2:]
+    before = int(np.argmin(e[:top])) if top else 0
+    # The fall starts from a peak only if the error rose to it; else it is the first descent.
+    peak = top if top and e[top] - e[before] > _tolerance(s, before, top, floor) else None
+    rises = [k for k in range(candidate + 1, e.size)
+             if e[k] - e[candidate] > _tolerance(s, candidate, k, floor)]
+    return SparseMinimum(best=candidate if rises else None, candidate=candidate, peak=peak,
+                         lowest=lowest)
+
+
+def best_level(rows: Iterable[Row], select: str = "test") -> int | None:
+    """The best pruned level (see :func:`sparse_minimum`) of the mean error curve, or None
+    while the minimum is not yet reached.
+
+    ``select="test"`` uses ``test_error`` (the study's definition: it selects on the test
+    set); ``select="val"`` uses ``val_error``, available when the run held out a validation
+    split.
 
     Raises:
       ValueError: unknown ``select``, no rows, or ``select="val"`` on rows without
@@ -96,10 +172,13 @@ def best_level(rows: Iterable[Row], select: str = "test") -> int:
         raise ValueError("select='val' needs val_error in every metrics row, and this run has "
                          "none: it held out no validation split (config.data.validation_size)")
     curve = level_curve(rows, metric)
-    return curve["level"][int(np.argmin(curve["mean"]))]
+    best = sparse_minimum(curve["mean"], curve["std"]).best
+    return None if best is None else curve["level"][best]
 
 
-def _point(curve: Mapping[str, list], i: int) -> dict[str, Any]:
+def _point(curve: Mapping[str, list], i: int | None) -> dict[str, Any] | None:
+    if i is None:
+        return None
     return {"level": curve["level"][i],
             "remaining_weights": round(curve["remaining_weights"][i]),
             "value": curve["mean"][i]}
@@ -109,48 +188,44 @@ def sdd_landmarks(rows: Iterable[Row], metric: str = "test_error") -> dict[str, 
     """Landmarks of the sparse double descent on the mean curve of ``metric``.
 
     With ``e_0, e_1, ...`` the mean over replicates at levels in increasing order (decreasing
-    weights) and ``e_0`` the dense (first) level:
+    weights) and ``e_0`` the dense (first) level, and the levels of :func:`sparse_minimum`:
 
-    * ``minimum``: the level of the smallest ``e_i`` (the earliest on ties), i.e. the best
-      pruned level for ``test_error``.
-    * ``peak``: the level with the largest ``e_i`` strictly between the dense level and the
-      minimum, provided it exceeds ``e_0`` (the error first rose); None otherwise.
+    * ``minimum``: the best pruned model (the second descent's minimum), None while not reached;
+      ``candidate``: the level that will be it if the error rises after it;
+    * ``peak``: the top of the rise before the second descent, None if there was no rise;
+    * ``lowest``: the lowest ``e_i`` of the whole curve (the dense model for wide networks);
     * ``collapse``: the first level after the minimum with ``e_i > e_0`` (``rule:
       "exceeds_dense"``); if none does, the level after the minimum with the largest rise
-      ``e_i - e_{i-1} > 0`` (``rule: "largest_rise"``); None if the curve never rises after the
-      minimum, or the minimum is the last level.
-    * ``passed_minimum``: False when the minimum is the last level: the error may still be
-      falling, so the minimum and the effective number of parameters are provisional.
-    * ``status``: ``"minimum not yet reached"`` (not passed), ``"collapsed"`` (a later level is
-      worse than the dense model), or ``"minimum passed"``.
+      ``e_i - e_{i-1} > 0`` (``rule: "largest_rise"``); None while the minimum is not reached;
+    * ``passed_minimum``: whether the minimum is reached;
+    * ``status``: ``"minimum not yet reached"``, ``"collapsed"`` (a later level is worse than
+      the dense model), or ``"minimum passed"``;
+    * ``tolerance``: how large a rise or fall must be to count (see :data:`TOLERANCE_FLOOR`).
 
     Each landmark is ``{"level", "remaining_weights", "value"}`` (value = mean ``metric``);
     ``dense`` is the same for the first level.
     """
     curve = level_curve(rows, metric)
     e = curve["mean"]
-    i_min = int(np.argmin(e))
-    last = len(e) - 1
-    peak = None
-    if i_min > 1:
-        i_peak = 1 + int(np.argmax(e[1:i_min]))
-        if e[i_peak] > e[0]:
-            peak = _point(curve, i_peak)
+    found = sparse_minimum(e, curve["std"])
     collapse = None
-    after = range(i_min + 1, last + 1)
-    exceeding = [i for i in after if e[i] > e[0]]
-    if exceeding:
-        collapse = {**_point(curve, exceeding[0]), "rule": "exceeds_dense"}
-    elif i_min < last:
-        i_rise = max(after, key=lambda i: e[i] - e[i - 1])
-        if e[i_rise] > e[i_rise - 1]:
+    exceeding = []
+    if found.best is not None:
+        after = range(found.best + 1, len(e))
+        exceeding = [i for i in after if e[i] > e[0]]
+        if exceeding:
+            collapse = {**_point(curve, exceeding[0]), "rule": "exceeds_dense"}
+        else:
+            i_rise = max(after, key=lambda i: e[i] - e[i - 1])
             collapse = {**_point(curve, i_rise), "rule": "largest_rise"}
-    passed = i_min < last
-    status = (STATUS_NOT_PASSED if not passed else
+    status = (STATUS_NOT_PASSED if found.best is None else
               STATUS_COLLAPSED if exceeding else STATUS_PASSED)
-    return {"metric": metric, "status": status, "passed_minimum": passed,
-            "dense": _point(curve, 0), "peak": peak, "minimum": _point(curve, i_min),
-            "collapse": collapse}
+    return {"metric": metric, "status": status, "passed_minimum": found.best is not None,
+            "dense": _point(curve, 0), "peak": _point(curve, found.peak),
+            "minimum": _point(curve, found.best), "candidate": _point(curve, found.candidate),
+            "lowest": _point(curve, found.lowest), "collapse": collapse,
+            "tolerance": {"floor": TOLERANCE_FLOOR,
+                          "rule": "max(floor, replicate std of either level)"}}
 
 
 def _finite(x: float) -> float | None:
@@ -181,11 +256,13 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
     Top-level keys:
 
     * ``finished``, ``levels_done``, ``replicates`` (the most rows at any level);
-    * ``dense_test_error``, ``best_level`` (lowest mean test error, :func:`best_level`),
-      ``best_test_error``;
+    * ``dense_test_error``, ``best_level`` (the study's best pruned model: the minimum of the
+      second descent, :func:`best_level`), ``best_test_error``;
     * ``effective_parameters``: the best level's remaining kernel weights (output layer
       included), ``effective_prunable_parameters`` its remaining prunable ones, and
       ``total_weights`` / ``prunable_total`` of the dense network;
+    * ``lowest_error_level`` and ``lowest_test_error``: the lowest mean test error of the whole
+      path (the dense network, for wide ones);
     * ``models``: ``dense``, ``best`` (and ``best_val`` when the rows have ``val_error``), each
       ``{"level", "remaining_weights", "prunable_remaining", "metrics": {name: {"mean",
       "std"}}}`` over replicates for the metrics of :data:`REQUIRED_METRICS` and those of
@@ -194,6 +271,10 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
     * ``landmarks``: :func:`sdd_landmarks` of the test error;
     * ``skipped_replicates``: replicates that diverged (``"diverged": true`` in any of their
       rows, see ``train.on_divergence``); all their rows are left out of everything above.
+
+    While the minimum is not yet reached (``landmarks["status"]``), ``best_level``,
+    ``best_test_error`` and the effective parameters are None and ``models`` has no ``best``
+    (likewise ``best_level_val`` and ``best_val``).
 
     All values are plain ints, floats, strings, bools, None, lists and dicts (non-finite floats
     become None), so the dict equals itself after a JSON round trip.
@@ -210,28 +291,34 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
     optional = [m.format(b=num_bins) for m in OPTIONAL_METRICS]
     metrics = required + [m for m in optional if all(m in r for r in rows)]
     dense = min(grouped)
-    best = best_level(rows)
-    models = {"dense": _model_summary(grouped[dense], dense, metrics),
-              "best": _model_summary(grouped[best], best, metrics)}
+    landmarks = sdd_landmarks(rows, "test_error")
+    best = (landmarks["minimum"] or {}).get("level")
+    models = {"dense": _model_summary(grouped[dense], dense, metrics)}
+    if best is not None:
+        models["best"] = _model_summary(grouped[best], best, metrics)
+    best_model = models.get("best", {})
     summary: dict[str, Any] = {
         "finished": bool(finished),
         "levels_done": len(grouped),
         "replicates": max(len(r) for r in grouped.values()),
         "dense_test_error": models["dense"]["metrics"]["test_error"]["mean"],
         "best_level": best,
-        "best_test_error": models["best"]["metrics"]["test_error"]["mean"],
-        "effective_parameters": models["best"]["remaining_weights"],
-        "effective_prunable_parameters": models["best"]["prunable_remaining"],
+        "best_test_error": best_model.get("metrics", {}).get("test_error", {}).get("mean"),
+        "effective_parameters": best_model.get("remaining_weights"),
+        "effective_prunable_parameters": best_model.get("prunable_remaining"),
+        "lowest_error_level": landmarks["lowest"]["level"],
+        "lowest_test_error": _finite(landmarks["lowest"]["value"]),
         "total_weights": _count(grouped[dense], "total_weights", dense),
         "prunable_total": _count(grouped[dense], "prunable_total", dense),
         "models": models,
-        "landmarks": sdd_landmarks(rows, "test_error"),
+        "landmarks": landmarks,
         "skipped_replicates": skipped,
     }
     if "val_error" in metrics:
         best_val = best_level(rows, select="val")
         summary["best_level_val"] = best_val
-        models["best_val"] = _model_summary(grouped[best_val], best_val, metrics)
+        if best_val is not None:
+            models["best_val"] = _model_summary(grouped[best_val], best_val, metrics)
     return summary
 
 
@@ -240,11 +327,13 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
 
 
 def replicate_minima(rows: Iterable[Row], metric: str = "test_error") -> list[dict[str, Any]]:
-    """Per replicate of one run, the level with its own lowest ``metric`` (earliest on ties).
+    """Per replicate of one run, its own best pruned level (:func:`sparse_minimum` of its own
+    ``metric`` curve, with the tolerance floor alone since one replicate has no spread).
 
     Returns:
       One ``{"replicate", "level", "remaining_weights", "value"}`` per replicate, in replicate
-      order: the spread of the best pruned model's size over replicates.
+      order (the spread of the best pruned model's size over replicates); ``level`` and the rest
+      are None for a replicate whose minimum is not yet reached.
 
     Raises:
       ValueError: no rows, or a row lacks ``metric``.
@@ -257,7 +346,9 @@ def replicate_minima(rows: Iterable[Row], metric: str = "test_error") -> list[di
     minima = []
     for replicate, replicate_rows in sorted(by_replicate.items()):
         curve = level_curve(replicate_rows, metric)
-        minima.append({"replicate": replicate, **_point(curve, int(np.argmin(curve["mean"])))})
+        point = _point(curve, sparse_minimum(curve["mean"]).best)
+        minima.append({"replicate": replicate,
+                       **(point or dict.fromkeys(("level", "remaining_weights", "value")))})
     return minima
 
 
@@ -271,10 +362,11 @@ def study_record(values: Mapping[str, float], runs: Sequence[Sequence[Row]], *,
     Returns:
       ``values`` (the setting, e.g. ``{"width": 300}``), ``runs``, ``replicates`` (in all runs),
       ``total_weights`` (of the dense network), ``best_level`` and ``effective_parameters`` (the
-      minimum of the mean test-error curve), ``effective_parameters_replicates`` (``{"mean",
-      "std"}`` over replicates of each one's own minimum, :func:`replicate_minima`), ``status``
-      (of :func:`sdd_landmarks`), ``models`` (``dense`` and ``best`` as in :func:`summarise`)
-      and ``curve`` (:func:`level_curve` of the test error).
+      best pruned model of the mean test-error curve, :func:`sparse_minimum`; None while not
+      reached), ``lowest_error_level``, ``effective_parameters_replicates`` (``{"mean", "std"}``
+      over the replicates that reached their own best pruned model, :func:`replicate_minima`),
+      ``status`` (of :func:`sdd_landmarks`), ``models`` (``dense`` and, once reached, ``best``
+      as in :func:`summarise`) and ``curve`` (:func:`level_curve` of the test error).
 
     Raises:
       ValueError: no rows, or a row lacks a metric :func:`summarise` needs.
@@ -282,13 +374,16 @@ def study_record(values: Mapping[str, float], runs: Sequence[Sequence[Row]], *,
     rows = [row for run in runs for row in run]
     summary = summarise(rows, num_bins=num_bins)
     sizes = np.asarray([m["remaining_weights"] for run in runs if run
-                        for m in replicate_minima(run)], dtype=np.float64)
+                        for m in replicate_minima(run) if m["level"] is not None],
+                       dtype=np.float64)
     return {"values": dict(values), "runs": len(runs), "replicates": summary["replicates"],
             "total_weights": summary["total_weights"], "best_level": summary["best_level"],
             "effective_parameters": summary["effective_parameters"],
-            "effective_parameters_replicates": _mean_std(sizes),
+            "lowest_error_level": summary["lowest_error_level"],
+            "effective_parameters_replicates": (_mean_std(sizes) if sizes.size else
+                                                {"mean": None, "std": None}),
             "status": summary["landmarks"]["status"],
-            "models": {k: summary["models"][k] for k in ("dense", "best")},
+            "models": {k: v for k, v in summary["models"].items() if k in ("dense", "best")},
             "curve": level_curve(rows, "test_error")}
 
 

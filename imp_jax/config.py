@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import data, models, parallel, train
+from imp_jax import data, masks, models, parallel, train
 
 PRUNE_METHODS = ("magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise")
 # Fields that do not change what a run computes: where data lives, how often to checkpoint or
@@ -52,12 +52,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.mixture_test = 5_000
     c.data.classes = 0  # 0 = all; k = only the first k classes (labels 0..k-1)
     c.data.augment = False  # random flip + 4-pixel-padded crop; images kept uint8 on device
+    # Per-channel statistics the images are standardised with: the dataset's own, or
+    # "imagenet" (RGB datasets only), which the reference code's CIFAR-10 loader uses.
+    c.data.normalisation = "dataset"
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "fcn"
     c.model.hidden = (300,)
     c.model.use_bias = True
     c.model.init = "kaiming_normal"
+    c.model.bias_init = "zeros"  # or "torch_default", U(+-1/sqrt(fan_in)) as the reference code
+    c.model.bn_init = "ones"  # BatchNorm scales; or "uniform", U(0, 1) as the reference code
     c.model.width = 0  # ResNet W or VGG-16 base width; 0 = the standard one (16, 64)
     c.model.blocks_per_stage = 3  # ResNet: 3 = CIFAR "ResNet-18" (20 layers), 1 = "ResNet-6"
     c.model.growth_rate = 32  # DenseNet-121's k
@@ -78,6 +83,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.prune.method = "magnitude_global"
     c.prune.fraction = 0.2
     c.prune.exclude = ()  # regexes of leaf paths never pruned, e.g. ("^output/",)
+    # How many weights a level removes: "exact" = ceil(fraction * prunable remaining);
+    # "openlth" = the reference code's ceil(fraction * all kernel weights remaining) + 1 (see
+    # imp_jax.masks.num_to_prune), which the study's published counts follow.
+    c.prune.count = "exact"
 
     c.imp = ml_collections.ConfigDict()
     c.imp.levels = 10  # pruning rounds after the dense level 0
@@ -185,10 +194,13 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "data.classes": lambda v: None if _is_int(v) and (v == 0 or v >= 2) else (
         "must be 0 (all classes) or an integer >= 2"),
     "data.augment": _is_bool,
+    "data.normalisation": _one_of(data.NORMALISATIONS),
     "model.name": _one_of(models.MODELS),
     "model.hidden": _hidden,
     "model.use_bias": _is_bool,
     "model.init": _one_of(tuple(models.INITS)),
+    "model.bias_init": _one_of(models.BIAS_INITS),
+    "model.bn_init": _one_of(models.BN_INITS),
     "model.width": _int_at_least(0),
     "model.blocks_per_stage": _int_at_least(1),
     "model.growth_rate": _int_at_least(1),
@@ -205,6 +217,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "prune.method": _one_of(PRUNE_METHODS),
     "prune.fraction": _number_in(0.0, 1.0, lo_open=True, hi_open=True),
     "prune.exclude": _patterns,
+    "prune.count": _one_of(masks.COUNTS),
     "imp.levels": _int_at_least(0),
     "imp.rewind": _rewind,
     "imp.min_weights": _int_at_least(0),
@@ -254,6 +267,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                           f"{config.data.mixture_nu!r}")
     if config.data.name.startswith("mixture_") and config.data.mixture_dim % 2:
         raise ConfigError(f"config.data.mixture_dim: must be even, got {config.data.mixture_dim}")
+    if config.data.normalisation == "imagenet" and config.data.name not in ("cifar10",
+                                                                             "cifar100"):
+        raise ConfigError(f"config.data.normalisation: 'imagenet' is for the RGB datasets "
+                          f"(cifar10, cifar100), not {config.data.name!r}")
     if any(e >= config.train.epochs for e in config.train.lr_decay_epochs):
         raise ConfigError(f"config.train.lr_decay_epochs: must all be < train.epochs "
                           f"({config.train.epochs}), got {config.train.lr_decay_epochs!r}")

@@ -24,13 +24,17 @@ if TYPE_CHECKING:
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "mixture_linear", "mixture_xor")
 
-# Per-channel (mean, std) of the training images scaled to [0, 1], as in OpenLTH.
+# Per-channel (mean, std) of each dataset's training images scaled to [0, 1]. The reference
+# code normalises MNIST with its own statistics but CIFAR-10 with ImageNet's (IMAGENET below).
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# Which statistics ``load_dataset(normalisation=...)`` standardises the images with.
+NORMALISATIONS = ("dataset", "imagenet")
 
 # fold_in indices of the data key's independent random streams.
 _STREAMS = {
@@ -242,6 +246,7 @@ def load_dataset(
     mixture_test: int = 5_000,
     classes: int = 0,
     keep_uint8: bool = False,
+    normalisation: str = "dataset",
 ) -> Dataset:
     """Loads dataset ``name`` (one of ``DATASETS``) with a fraction ``label_noise`` of noisy labels.
 
@@ -264,6 +269,9 @@ def load_dataset(
       keep_uint8: keep the images raw (uint8) instead of normalising them, and record their
         ``(mean, std)`` in ``Dataset.normalisation`` for the training step to apply on device
         (see :mod:`imp_jax.augment`). Image datasets only.
+      normalisation: standardise the images with the dataset's own per-channel statistics
+        (``"dataset"``, :data:`NORMALISATION`) or with ImageNet's (``"imagenet"``, RGB datasets
+        only), as the reference code does for CIFAR-10.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
@@ -271,6 +279,12 @@ def load_dataset(
         raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}")
     if keep_uint8 and name not in NORMALISATION:
         raise ValueError(f"keep_uint8 applies to image datasets only, not to {name}")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    if normalisation == "imagenet" and name not in ("cifar10", "cifar100"):
+        raise ValueError(f"normalisation='imagenet' is for RGB datasets (cifar10, cifar100), "
+                         f"not {name}")
+    stats = IMAGENET if normalisation == "imagenet" else NORMALISATION.get(name)
     if name.startswith("mixture_"):
         if mixture_nu is None:
             raise ValueError(f"mixture_nu (the mean scale nu) is required for {name}")
@@ -302,7 +316,7 @@ def load_dataset(
     x_train, y_train = x_train[train], y_train[train]
     if name in NORMALISATION and not keep_uint8:  # after subsetting: only kept ones converted
         x_train, x_val, x_test = (
-            normalise_images(x, *NORMALISATION[name]) for x in (x_train, x_val, x_test)
+            normalise_images(x, *stats) for x in (x_train, x_val, x_test)
         )
 
     noisy_train, corrupted = add_label_noise(
@@ -323,5 +337,5 @@ def load_dataset(
         name=name,
         x_val=x_val if validation_size else None,
         y_val=y_val if validation_size else None,
-        normalisation=NORMALISATION[name] if keep_uint8 else None,
+        normalisation=stats if keep_uint8 else None,
     )

@@ -42,12 +42,12 @@ PyTree = Any
 log = logging.getLogger(__name__)
 
 _PRUNE_FNS: dict[str, Callable[..., PyTree]] = {
-    "magnitude_global": lambda p, m, key, f, spec: masks_lib.prune_global(p, m, f, spec),
-    "magnitude_layerwise": lambda p, m, key, f, spec: masks_lib.prune_layerwise(p, m, f, spec),
-    "random_global": lambda p, m, key, f, spec: masks_lib.prune_random_global(key, m, f, spec),
-    "random_layerwise": lambda p, m, key, f, spec: masks_lib.prune_random_layerwise(
-        key, m, f, spec),
+    "magnitude_global": lambda p, m, key, **kw: masks_lib.prune_global(p, m, **kw),
+    "magnitude_layerwise": lambda p, m, key, **kw: masks_lib.prune_layerwise(p, m, **kw),
+    "random_global": lambda p, m, key, **kw: masks_lib.prune_random_global(key, m, **kw),
+    "random_layerwise": lambda p, m, key, **kw: masks_lib.prune_random_layerwise(key, m, **kw),
 }
+_LAYERWISE = ("magnitude_layerwise", "random_layerwise")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -139,7 +139,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
             train_subset=c.data.train_subset, validation_size=c.data.validation_size,
             mixture_nu=c.data.mixture_nu, mixture_dim=c.data.mixture_dim,
             mixture_train=c.data.mixture_train, mixture_test=c.data.mixture_test,
-            classes=c.data.classes, keep_uint8=c.data.augment)
+            classes=c.data.classes, keep_uint8=c.data.augment,
+            normalisation=c.data.normalisation)
     except (ValueError, FileNotFoundError) as e:
         raise config_lib.ConfigError(f"config.data: {e}") from e
     if c.train.batch_size > dataset.n_train:
@@ -153,7 +154,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         lr_boundaries=tuple(e * spe for e in c.train.lr_decay_epochs), lr_decay=c.train.lr_decay)
     model = models.make_model(
         c.model.name, dataset.num_classes, hidden=c.model.hidden, use_bias=c.model.use_bias,
-        init=c.model.init, width=c.model.width, blocks_per_stage=c.model.blocks_per_stage,
+        init=c.model.init, bias_init=c.model.bias_init, bn_init=c.model.bn_init,
+        width=c.model.width, blocks_per_stage=c.model.blocks_per_stage,
         growth_rate=c.model.growth_rate)
     layout = parallel.Layout.create(c.parallel.mode)
     batching = c.parallel.replicate_batching
@@ -195,10 +197,11 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 # Outputs keep the state's sharding, as restored checkpoints have it: jit's cache keys on input
 # shardings, so a level fed differently placed arrays would compile again.
 @functools.cache
-def _pruner(method: str, fraction: float, spec: masks_lib.PrunableSpec,
+def _pruner(method: str, fraction: float, spec: masks_lib.PrunableSpec, count: str,
             sharding: jax.sharding.Sharding):
     fn = _PRUNE_FNS[method]
-    return jax.jit(jax.vmap(lambda p, m, key: fn(p, m, key, fraction, spec)),
+    return jax.jit(jax.vmap(lambda p, m, key: fn(p, m, key, fraction=fraction, spec=spec,
+                                                 count=count)),
                    out_shardings=sharding)
 
 
@@ -355,14 +358,19 @@ class Run:
 
     def _stop_reason(self, level: int, masks: PyTree) -> str | None:
         """Why no level after ``level`` should run, or None."""
-        c = self.exp.config.imp
-        if level >= c.levels:
-            return f"reached imp.levels={c.levels}"
-        remaining = int(weight_counts(self.exp, masks)[0]["prunable_remaining"])
-        after = remaining - int(np.ceil(self.exp.config.prune.fraction * remaining))
-        if after < max(c.min_weights, 1):
-            return (f"the next level would keep {after} prunable weights, fewer than "
-                    f"imp.min_weights={c.min_weights}" if c.min_weights else
+        c = self.exp.config
+        if level >= c.imp.levels:
+            return f"reached imp.levels={c.imp.levels}"
+        mask = jax.tree_util.tree_map(lambda m: np.asarray(m[0]), self.exp.layout.fetch(masks))
+        n, prunable = map(int, masks_lib.num_to_prune(
+            mask, c.prune.fraction, self.exp.spec, c.prune.count,
+            layerwise=c.prune.method in _LAYERWISE))
+        if n > prunable:
+            return (f"the next level would prune {n} weights (prune.count={c.prune.count!r}) "
+                    f"and only {prunable} prunable weights remain")
+        if prunable - n < max(c.imp.min_weights, 1):
+            return (f"the next level would keep {prunable - n} prunable weights, fewer than "
+                    f"imp.min_weights={c.imp.min_weights}" if c.imp.min_weights else
                     "no prunable weight would remain")
         return None
 
@@ -439,7 +447,8 @@ class Run:
         start = time.perf_counter()
         c = self.exp.config.prune
         keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.prune_keys)
-        masks = _pruner(c.method, c.fraction, self.exp.spec, self.exp.layout.per_replicate)(
+        masks = _pruner(c.method, c.fraction, self.exp.spec, c.count,
+                        self.exp.layout.per_replicate)(
             previous.params, previous.masks, keys)
         if self.exp.config.imp.reinit:
             # Control: the ticket's mask on a fresh random initialisation, trained from step 0.

@@ -38,6 +38,8 @@ Mask = PyTree
 # Denominator bound when reading a pruning fraction as a rational p/q: the pruned count
 # ceil(p * n / q) is then computed exactly in int32 inside jit, for any n < 2**31.
 _MAX_DENOMINATOR = 10_000
+# How many weights a pruning step removes: see num_to_prune.
+COUNTS = ("exact", "openlth")
 _INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -265,41 +267,113 @@ def _prune_smallest(keys: list[jax.Array], kept: list[jax.Array], k: jax.Array) 
     return [m & ~(b | tk) for m, b, tk in zip(kept, below, take, strict=True)]
 
 
-def _prune(keys_tree: PyTree, mask: Mask, fraction: float, spec: PrunableSpec,
-           layerwise: bool) -> Mask:
-    frac = _check_fraction(fraction)
-    check_mask(keys_tree, mask)
+def _check_count(count: str) -> None:
+    if count not in COUNTS:
+        raise ValueError(f"count must be one of {COUNTS}, got {count!r}")
+
+
+def _groups(mask: Mask, spec: PrunableSpec, layerwise: bool) -> list[list[int]]:
+    """The groups of prunable leaves (indices in ``tree_leaves`` order) pruned together: all of
+    them (global), or one each (layerwise). ValueError when nothing is prunable."""
     flags = spec.flags(mask)
     if not any(flags):
         raise ValueError(
             f"nothing to prune: no leaf has ndim >= {spec.min_ndim} outside the exclusions "
             f"{spec.exclude}; leaves are {leaf_paths(mask)}")
+    idx = [i for i, f in enumerate(flags) if f]
+    return [[i] for i in idx] if layerwise else [idx]
+
+
+def _group_counts(mask: Mask, fraction: float, spec: PrunableSpec, layerwise: bool,
+                  count: str) -> list[tuple[list[int], jax.Array, jax.Array]]:
+    """Per group of leaves pruned together: its leaf indices, how many of its weights to remove
+    and how many of them are prunable now (int32 scalars; jax arrays, so usable under jit)."""
+    frac = _check_fraction(fraction)
+    _check_count(count)
+    groups = _groups(mask, spec, layerwise)
+    leaves = [jnp.asarray(m) for m in jax.tree_util.tree_leaves(mask)]
+    kernels = [i for i, x in enumerate(leaves) if x.ndim >= spec.min_ndim]
+    out = []
+    for g in groups:
+        prunable = sum(jnp.sum(leaves[i], dtype=jnp.int32) for i in g)
+        if count == "exact":
+            n = _num_to_prune(frac, prunable)
+        else:  # OpenLTH: counted over every kernel still in the mask, excluded ones included
+            base = prunable if layerwise else sum(
+                jnp.sum(leaves[i], dtype=jnp.int32) for i in kernels)
+            n = _num_to_prune(frac, base) + 1
+        out.append((g, n, prunable))
+    return out
+
+
+def num_to_prune(mask: Mask, fraction: float, spec: PrunableSpec = DEFAULT_SPEC,
+                 count: str = "exact", layerwise: bool = False) -> tuple[jax.Array, jax.Array]:
+    """How many weights one pruning step removes from ``mask``, and how many are prunable now.
+
+    ``count="exact"`` removes ``ceil(fraction * prunable remaining)``. ``count="openlth"``
+    follows the reference code (OpenLTH's ``sparse_global``): ``ceil(fraction * R) + 1``, with
+    ``R`` every kernel weight (``ndim >= spec.min_ndim``) still in the mask, excluded leaves
+    included, so that a level goes from ``R`` to ``R - ceil(fraction * R) - 1`` kernel weights;
+    it needs at least that many prunable weights. With ``layerwise=True`` each prunable leaf
+    is counted on its own (``R`` its remaining weights) and the totals are returned.
+
+    Returns:
+      ``(n, prunable)``, int32 scalars; works under jit.
+    """
+    counts = _group_counts(mask, fraction, spec, layerwise, count)
+    return sum(n for _, n, _ in counts), sum(p for _, _, p in counts)
+
+
+def _check_enough(mask: Mask, fraction: float, spec: PrunableSpec, layerwise: bool,
+                  count: str) -> None:
+    """ValueError when a step would remove more weights than are prunable; only on concrete
+    masks (under a trace the caller checks with :func:`num_to_prune`)."""
+    leaves = jax.tree_util.tree_leaves(mask)
+    if count == "exact" or any(isinstance(m, jax.core.Tracer) for m in leaves):
+        return  # an exact count never exceeds what remains
+    for g, n, prunable in _group_counts(mask, fraction, spec, layerwise, count):
+        if int(n) > int(prunable):
+            where = f"leaf {leaf_paths(mask)[g[0]]!r}" if layerwise else "the prunable leaves"
+            raise ValueError(
+                f"cannot prune {int(n)} weights (count={count!r}, fraction={fraction}): only "
+                f"{int(prunable)} remain in {where}")
+
+
+def _prune(keys_tree: PyTree, mask: Mask, fraction: float, spec: PrunableSpec,
+           layerwise: bool, count: str) -> Mask:
+    check_mask(keys_tree, mask)
     key_leaves = jax.tree_util.tree_leaves(keys_tree)
     mask_leaves = [jnp.asarray(m) for m in jax.tree_util.tree_leaves(mask)]
-    idx = [i for i, f in enumerate(flags) if f]
-    keys = [key_leaves[i] for i in idx]
-    kept = [mask_leaves[i] for i in idx]
-    groups = [[j] for j in range(len(idx))] if layerwise else [list(range(len(idx)))]
-    new = list(kept)
-    for g in groups:
-        remaining = sum(jnp.sum(kept[j], dtype=jnp.int32) for j in g)
-        pruned = _prune_smallest([keys[j] for j in g], [kept[j] for j in g],
-                                 _num_to_prune(frac, remaining))
-        for j, m in zip(g, pruned, strict=True):
-            new[j] = m
-    for i, m in zip(idx, new, strict=True):
-        mask_leaves[i] = m
+    for g, n, _ in _group_counts(mask, fraction, spec, layerwise, count):
+        pruned = _prune_smallest([key_leaves[i] for i in g], [mask_leaves[i] for i in g], n)
+        for i, m in zip(g, pruned, strict=True):
+            mask_leaves[i] = m
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(mask), mask_leaves)
 
 
-@functools.partial(jax.jit, static_argnames=("fraction", "spec"))
+@functools.partial(jax.jit, static_argnames=("fraction", "spec", "layerwise", "count", "random"))
+def _pruned(source: PyTree, mask: Mask, fraction: float, spec: PrunableSpec, layerwise: bool,
+            count: str, random: bool) -> Mask:
+    keys = _random_keys(source, mask) if random else _magnitude_keys(source)
+    return _prune(keys, mask, fraction, spec, layerwise, count)
+
+
+def _prune_checked(source: PyTree, mask: Mask, fraction: float, spec: PrunableSpec,
+                   layerwise: bool, count: str, random: bool) -> Mask:
+    _check_count(count)
+    _check_fraction(fraction)
+    _check_enough(mask, fraction, spec, layerwise, count)
+    return _pruned(source, mask, fraction, spec, layerwise, count, random)
+
+
 def prune_global(params: PyTree, mask: Mask, fraction: float,
-                 spec: PrunableSpec = DEFAULT_SPEC) -> Mask:
+                 spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
     """Global magnitude pruning: removes ``ceil(fraction * remaining)`` prunable weights.
 
     The kept prunable weights with the smallest ``|w|``, ranked across all prunable leaves together
     on raw magnitudes (no per-layer normalisation), are removed; pruned weights stay pruned. The
-    count is exact even with ties. Jittable (``fraction`` and ``spec`` static) and vmappable.
+    count is exact even with ties. Jittable (``fraction``, ``spec`` and ``count`` static) and
+    vmappable.
 
     Args:
       params: the trained params.
@@ -307,18 +381,25 @@ def prune_global(params: PyTree, mask: Mask, fraction: float,
       fraction: fraction in [0, 1) of the *remaining* prunable weights to remove; read as the
         nearest rational with denominator <= 10 000 so the count is exact.
       spec: which leaves are prunable.
+      count: ``"exact"`` (the fraction of the prunable weights, as above) or ``"openlth"`` (the
+        reference code's count, see :func:`num_to_prune`).
 
     Returns:
       The new mask.
+
+    Raises:
+      ValueError: on a concrete mask, when ``count="openlth"`` asks for more weights than are
+        prunable; under a trace that case removes every prunable weight, so check first with
+        :func:`num_to_prune`.
     """
-    return _prune(_magnitude_keys(params), mask, fraction, spec, layerwise=False)
+    return _prune_checked(params, mask, fraction, spec, False, count, False)
 
 
-@functools.partial(jax.jit, static_argnames=("fraction", "spec"))
 def prune_layerwise(params: PyTree, mask: Mask, fraction: float,
-                    spec: PrunableSpec = DEFAULT_SPEC) -> Mask:
-    """Layerwise magnitude pruning: ``ceil(fraction * remaining)`` removed in each prunable leaf."""
-    return _prune(_magnitude_keys(params), mask, fraction, spec, layerwise=True)
+                    spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
+    """Layerwise magnitude pruning: ``ceil(fraction * remaining)`` removed in each prunable leaf
+    (plus one with ``count="openlth"``)."""
+    return _prune_checked(params, mask, fraction, spec, True, count, False)
 
 
 def _random_keys(key: jax.Array, mask: Mask) -> PyTree:
@@ -330,19 +411,18 @@ def _random_keys(key: jax.Array, mask: Mask) -> PyTree:
     return jax.tree_util.tree_unflatten(treedef, scores)
 
 
-@functools.partial(jax.jit, static_argnames=("fraction", "spec"))
 def prune_random_global(key: jax.Array, mask: Mask, fraction: float,
-                        spec: PrunableSpec = DEFAULT_SPEC) -> Mask:
-    """Random pruning control: removes ``ceil(fraction * remaining)`` kept weights chosen uniformly
-    at random over all prunable leaves together."""
-    return _prune(_random_keys(key, mask), mask, fraction, spec, layerwise=False)
+                        spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
+    """Random pruning control: removes as many kept weights as :func:`prune_global` would, chosen
+    uniformly at random over all prunable leaves together."""
+    return _prune_checked(key, mask, fraction, spec, False, count, True)
 
 
-@functools.partial(jax.jit, static_argnames=("fraction", "spec"))
 def prune_random_layerwise(key: jax.Array, mask: Mask, fraction: float,
-                           spec: PrunableSpec = DEFAULT_SPEC) -> Mask:
-    """Random pruning control with the same fraction removed in every prunable leaf."""
-    return _prune(_random_keys(key, mask), mask, fraction, spec, layerwise=True)
+                           spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
+    """Random pruning control with as many weights removed in every prunable leaf as
+    :func:`prune_layerwise` would."""
+    return _prune_checked(key, mask, fraction, spec, True, count, True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,10 +32,26 @@ INITS = {
     "torch_default": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
     "kaiming_normal_fan_out": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
 }
+# Initialisations of the dense layers' biases: zeros (Flax's default), or PyTorch's default for
+# nn.Linear, U(+-1/sqrt(fan_in)), which the reference code kept (it re-initialises kernels only).
+BIAS_INITS = ("zeros", "torch_default")
+# Initialisations of the BatchNorm scales: ones (Flax's and PyTorch's default), or U(0, 1), the
+# reference code's default (OpenLTH's batchnorm_init="uniform"); the offsets start at 0 in both.
+BN_INITS = ("ones", "uniform")
 MODELS = ("fcn", "resnet", "vgg16", "densenet121")
 # The architectures' standard widths, used when make_model gets width=0.
 DEFAULT_WIDTH = {"resnet": 16, "vgg16": 64}
 DENSENET121_BLOCKS = (6, 12, 24, 16)
+
+
+def _dense(features: int, fan_in: int, use_bias: bool, initializer: str, bias_init: str,
+           name: str) -> nn.Dense:
+    bound = 1.0 / fan_in**0.5
+    init = (nn.initializers.zeros if bias_init == "zeros" else
+            lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                     bound))
+    return nn.Dense(features, use_bias=use_bias, kernel_init=INITS[initializer], bias_init=init,
+                    name=name)
 
 
 class FCN(nn.Module):
@@ -50,18 +66,18 @@ class FCN(nn.Module):
     num_classes: int
     use_bias: bool = True
     initializer: str = "kaiming_normal"
+    bias_init: str = "zeros"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
                  valid: jax.Array | None = None) -> jax.Array:
         del train, valid  # no dropout or normalisation
-        kernel_init = INITS[self.initializer]
         x = x.reshape(x.shape[0], -1).astype(jnp.float32)
         for i, width in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(width, use_bias=self.use_bias, kernel_init=kernel_init,
-                                 name=f"hidden_{i}")(x))
-        return nn.Dense(self.num_classes, use_bias=self.use_bias, kernel_init=kernel_init,
-                        name="output")(x)
+            x = nn.relu(_dense(width, x.shape[-1], self.use_bias, self.initializer,
+                               self.bias_init, f"hidden_{i}")(x))
+        return _dense(self.num_classes, x.shape[-1], self.use_bias, self.initializer,
+                      self.bias_init, "output")(x)
 
 
 def _conv(features: int, size: int, stride: int, initializer: str, name: str) -> nn.Conv:
@@ -71,12 +87,16 @@ def _conv(features: int, size: int, stride: int, initializer: str, name: str) ->
                    kernel_init=INITS[initializer], name=name)
 
 
-def _batch_norm(x: jax.Array, train: bool, valid: jax.Array | None, name: str) -> jax.Array:
-    """BatchNorm of ``x`` (N, ...); in training, statistics over the ``valid`` examples only."""
+def _batch_norm(x: jax.Array, train: bool, valid: jax.Array | None, name: str,
+                bn_init: str = "ones") -> jax.Array:
+    """BatchNorm of ``x`` (N, ...); in training, statistics over the ``valid`` examples only.
+
+    ``bn_init`` is one of :data:`BN_INITS`."""
     mask = None if valid is None else valid.reshape(-1, *(1,) * (x.ndim - 1))
+    scale_init = nn.initializers.ones if bn_init == "ones" else nn.initializers.uniform(1.0)
     # PyTorch's defaults (running-average momentum 0.1, eps 1e-5), as in the reference code.
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        name=name)(x, mask=mask)
+                        scale_init=scale_init, name=name)(x, mask=mask)
 
 
 class BasicBlock(nn.Module):
@@ -86,17 +106,18 @@ class BasicBlock(nn.Module):
     features: int
     stride: int = 1
     initializer: str = "kaiming_normal"
+    bn_init: str = "ones"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
                  valid: jax.Array | None = None) -> jax.Array:
         y = _conv(self.features, 3, self.stride, self.initializer, "conv_0")(x)
-        y = nn.relu(_batch_norm(y, train, valid, "bn_0"))
+        y = nn.relu(_batch_norm(y, train, valid, "bn_0", self.bn_init))
         y = _conv(self.features, 3, 1, self.initializer, "conv_1")(y)
-        y = _batch_norm(y, train, valid, "bn_1")
+        y = _batch_norm(y, train, valid, "bn_1", self.bn_init)
         if self.stride != 1 or x.shape[-1] != self.features:
             x = _conv(self.features, 1, self.stride, self.initializer, "shortcut_conv")(x)
-            x = _batch_norm(x, train, valid, "shortcut_bn")
+            x = _batch_norm(x, train, valid, "shortcut_bn", self.bn_init)
         return nn.relu(y + x)
 
 
@@ -115,19 +136,21 @@ class ResNet(nn.Module):
     blocks_per_stage: int = 3
     use_bias: bool = True
     initializer: str = "kaiming_normal"
+    bias_init: str = "zeros"
+    bn_init: str = "ones"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
                  valid: jax.Array | None = None) -> jax.Array:
         x = _conv(self.width, 3, 1, self.initializer, "stem_conv")(x.astype(jnp.float32))
-        x = nn.relu(_batch_norm(x, train, valid, "stem_bn"))
+        x = nn.relu(_batch_norm(x, train, valid, "stem_bn", self.bn_init))
         for s, (multiple, stride) in enumerate(((1, 1), (2, 2), (4, 2))):
             for b in range(self.blocks_per_stage):
                 x = BasicBlock(multiple * self.width, stride if b == 0 else 1, self.initializer,
-                               name=f"stage_{s}_block_{b}")(x, train, valid)
+                               self.bn_init, name=f"stage_{s}_block_{b}")(x, train, valid)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, use_bias=self.use_bias,
-                        kernel_init=INITS[self.initializer], name="output")(x)
+        return _dense(self.num_classes, x.shape[-1], self.use_bias, self.initializer,
+                      self.bias_init, "output")(x)
 
 
 class VGG16(nn.Module):
@@ -143,6 +166,8 @@ class VGG16(nn.Module):
     width: int = 64
     use_bias: bool = True
     initializer: str = "kaiming_normal"
+    bias_init: str = "zeros"
+    bn_init: str = "ones"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
@@ -154,11 +179,11 @@ class VGG16(nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             for _ in range(layers):
                 x = _conv(multiple * self.width, 3, 1, self.initializer, f"conv_{i}")(x)
-                x = nn.relu(_batch_norm(x, train, valid, f"bn_{i}"))
+                x = nn.relu(_batch_norm(x, train, valid, f"bn_{i}", self.bn_init))
                 i += 1
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, use_bias=self.use_bias,
-                        kernel_init=INITS[self.initializer], name="output")(x)
+        return _dense(self.num_classes, x.shape[-1], self.use_bias, self.initializer,
+                      self.bias_init, "output")(x)
 
 
 class DenseNet(nn.Module):
@@ -177,21 +202,23 @@ class DenseNet(nn.Module):
     blocks: Sequence[int] = DENSENET121_BLOCKS
     use_bias: bool = True
     initializer: str = "kaiming_normal"
+    bias_init: str = "zeros"
+    bn_init: str = "ones"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
                  valid: jax.Array | None = None) -> jax.Array:
-        k, init = self.growth_rate, self.initializer
+        k, init, bn = self.growth_rate, self.initializer, self.bn_init
         x = _conv(2 * k, 3, 1, init, "stem_conv")(x.astype(jnp.float32))
         for i, layers in enumerate(self.blocks):
             if i:
-                x = _Transition(init, name=f"transition_{i - 1}")(x, train, valid)
+                x = _Transition(init, bn, name=f"transition_{i - 1}")(x, train, valid)
             for j in range(layers):
-                x = _Bottleneck(k, init, name=f"block_{i}_layer_{j}")(x, train, valid)
-        x = nn.relu(_batch_norm(x, train, valid, "final_bn"))
+                x = _Bottleneck(k, init, bn, name=f"block_{i}_layer_{j}")(x, train, valid)
+        x = nn.relu(_batch_norm(x, train, valid, "final_bn", bn))
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, use_bias=self.use_bias, kernel_init=INITS[init],
-                        name="output")(x)
+        return _dense(self.num_classes, x.shape[-1], self.use_bias, init, self.bias_init,
+                      "output")(x)
 
 
 class _Bottleneck(nn.Module):
@@ -199,12 +226,13 @@ class _Bottleneck(nn.Module):
 
     growth_rate: int
     initializer: str
+    bn_init: str
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, valid: jax.Array | None) -> jax.Array:
-        y = nn.relu(_batch_norm(x, train, valid, "bn_0"))
+        y = nn.relu(_batch_norm(x, train, valid, "bn_0", self.bn_init))
         y = _conv(4 * self.growth_rate, 1, 1, self.initializer, "conv_0")(y)
-        y = nn.relu(_batch_norm(y, train, valid, "bn_1"))
+        y = nn.relu(_batch_norm(y, train, valid, "bn_1", self.bn_init))
         y = _conv(self.growth_rate, 3, 1, self.initializer, "conv_1")(y)
         return jnp.concatenate([x, y], axis=-1)
 
@@ -213,18 +241,19 @@ class _Transition(nn.Module):
     """DenseNet-BC transition: BN-ReLU-1x1 conv to half the channels, 2x2 average pool."""
 
     initializer: str
+    bn_init: str
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, valid: jax.Array | None) -> jax.Array:
-        y = nn.relu(_batch_norm(x, train, valid, "bn"))
+        y = nn.relu(_batch_norm(x, train, valid, "bn", self.bn_init))
         # Compression 0.5, rounded down as in the reference implementations.
         y = _conv(x.shape[-1] // 2, 1, 1, self.initializer, "conv")(y)
         return nn.avg_pool(y, (2, 2), strides=(2, 2))
 
 
 def make_model(name: str, num_classes: int, *, hidden: Sequence[int] = (), use_bias: bool = True,
-               init: str = "kaiming_normal", width: int = 0, blocks_per_stage: int = 3,
-               growth_rate: int = 32) -> nn.Module:
+               init: str = "kaiming_normal", bias_init: str = "zeros", bn_init: str = "ones",
+               width: int = 0, blocks_per_stage: int = 3, growth_rate: int = 32) -> nn.Module:
     """Builds a model by name (one of :data:`MODELS`).
 
     Args:
@@ -236,6 +265,8 @@ def make_model(name: str, num_classes: int, *, hidden: Sequence[int] = (), use_b
       init: initialisation of every dense and conv kernel (one of :data:`INITS`). The default,
         Kaiming normal with fan_in, is what OpenLTH's CIFAR networks use;
         ``kaiming_normal_fan_out`` is torchvision's choice for ResNet convolutions.
+      bias_init: initialisation of the dense layers' biases (one of :data:`BIAS_INITS`).
+      bn_init: initialisation of the BatchNorm scales (one of :data:`BN_INITS`; CNNs only).
       width: the ResNet's W or VGG-16's base width; 0 = the standard one (16, 64).
       blocks_per_stage: the ResNet's blocks per stage (3: CIFAR "ResNet-18", 1: MNIST "ResNet-6").
       growth_rate: the DenseNet's growth rate k.
@@ -247,16 +278,21 @@ def make_model(name: str, num_classes: int, *, hidden: Sequence[int] = (), use_b
     if init not in INITS:
         raise ValueError(f"model.init: unknown initialisation {init!r}; expected one of "
                          f"{tuple(INITS)}")
+    for field, value, options in (("bias_init", bias_init, BIAS_INITS),
+                                  ("bn_init", bn_init, BN_INITS)):
+        if value not in options:
+            raise ValueError(f"model.{field}: unknown initialisation {value!r}; expected one of "
+                             f"{options}")
     for field, value, lo in (("width", width, 0), ("blocks_per_stage", blocks_per_stage, 1),
                              ("growth_rate", growth_rate, 1)):
         if value < lo:
             raise ValueError(f"model.{field}: must be >= {lo}, got {value}")
     width = width or DEFAULT_WIDTH.get(name, 0)
+    common = {"use_bias": use_bias, "initializer": init, "bias_init": bias_init}
     if name == "resnet":
-        return ResNet(num_classes, width, blocks_per_stage, use_bias=use_bias, initializer=init)
+        return ResNet(num_classes, width, blocks_per_stage, bn_init=bn_init, **common)
     if name == "vgg16":
-        return VGG16(num_classes, width, use_bias=use_bias, initializer=init)
+        return VGG16(num_classes, width, bn_init=bn_init, **common)
     if name == "densenet121":
-        return DenseNet(num_classes, growth_rate, DENSENET121_BLOCKS, use_bias=use_bias,
-                        initializer=init)
-    return FCN(tuple(hidden), num_classes, use_bias=use_bias, initializer=init)
+        return DenseNet(num_classes, growth_rate, DENSENET121_BLOCKS, bn_init=bn_init, **common)
+    return FCN(tuple(hidden), num_classes, **common)

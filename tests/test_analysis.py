@@ -4,6 +4,9 @@ import json
 import math
 import random
 
+import hypothesis
+import hypothesis.strategies as st
+import numpy as np
 import pytest
 
 from imp_jax import analysis
@@ -57,12 +60,14 @@ def test_level_curve_missing_metric():
 def test_best_level_lowest_mean_test_error_ties_to_the_denser_level():
     assert analysis.best_level(make_rows(SDD)) == 5
     # Replicate means decide, not single replicates: level 1 has the single lowest value.
-    assert analysis.best_level(make_rows([[0.3, 0.3], [0.05, 0.6], [0.2, 0.2]])) == 2
+    assert analysis.best_level(make_rows([[0.3, 0.3], [0.05, 0.6], [0.2, 0.2], [0.3, 0.3]])) == 2
     assert analysis.best_level(make_rows([0.3, 0.2, 0.2, 0.25])) == 1
+    # Still falling at the last level: no best pruned model yet.
+    assert analysis.best_level(make_rows([0.3, 0.2, 0.1])) is None
 
 
 def test_best_level_on_validation_error():
-    rows = make_rows(SDD, val_error=[0.3, 0.3, 0.3, 0.1, 0.2, 0.25, 0.3, 0.3, 0.4])
+    rows = make_rows(SDD, val_error=[0.3, 0.32, 0.35, 0.1, 0.2, 0.25, 0.3, 0.3, 0.4])
     assert analysis.best_level(rows, select="val") == 3
     assert analysis.best_level(rows, select="test") == 5
     with pytest.raises(ValueError, match="held out no validation split"):
@@ -86,7 +91,8 @@ def test_landmarks_of_a_run_still_falling():
     marks = analysis.sdd_landmarks(make_rows([0.30, 0.35, 0.25, 0.20, 0.15]))
     assert not marks["passed_minimum"]
     assert marks["status"] == "minimum not yet reached"
-    assert marks["minimum"]["level"] == 4 and marks["collapse"] is None
+    assert marks["minimum"] is None and marks["collapse"] is None
+    assert marks["candidate"]["level"] == 4 and marks["lowest"]["level"] == 4
     assert marks["peak"]["level"] == 1
     monotone = analysis.sdd_landmarks(make_rows([0.3, 0.25, 0.2]))
     assert monotone["peak"] is None and monotone["status"] == "minimum not yet reached"
@@ -96,16 +102,18 @@ def test_landmarks_collapse_by_largest_rise_when_never_worse_than_dense():
     marks = analysis.sdd_landmarks(make_rows([0.30, 0.35, 0.20, 0.10, 0.12, 0.20, 0.22]))
     assert marks["status"] == "minimum passed" and marks["passed_minimum"]
     assert marks["collapse"]["level"] == 5 and marks["collapse"]["rule"] == "largest_rise"
-    flat = analysis.sdd_landmarks(make_rows([0.3, 0.1, 0.1]))
-    assert flat["minimum"]["level"] == 1 and flat["collapse"] is None
-    assert flat["status"] == "minimum passed" and flat["peak"] is None
+    # A flat end within the tolerance has not yet risen after its minimum.
+    flat = analysis.sdd_landmarks(make_rows([0.3, 0.1, 0.1005]))
+    assert flat["minimum"] is None and flat["candidate"]["level"] == 1
+    assert flat["status"] == "minimum not yet reached" and flat["peak"] is None
 
 
 def test_landmarks_on_another_metric_and_minimum_at_the_dense_level():
     marks = analysis.sdd_landmarks(make_rows([0.1, 0.2, 0.3]), metric="test_error")
     assert marks["minimum"]["level"] == 0 and marks["peak"] is None
     assert marks["collapse"]["level"] == 1
-    nll = analysis.sdd_landmarks(make_rows([0.1, 0.2], test_nll=[0.9, 0.4]), metric="test_nll")
+    nll = analysis.sdd_landmarks(make_rows([0.1, 0.2, 0.3], test_nll=[0.9, 0.4, 0.5]),
+                                 metric="test_nll")
     assert nll["metric"] == "test_nll" and nll["minimum"]["level"] == 1
 
 
@@ -134,8 +142,8 @@ def test_summarise_keys_values_and_json_round_trip():
 
 
 def test_summarise_with_validation_and_non_finite_values():
-    rows = make_rows([0.3, 0.2, 0.25], val_error=[0.3, 0.35, 0.1],
-                     test_nll=[float("nan"), 0.4, float("inf")])
+    rows = make_rows([0.3, 0.2, 0.25, 0.3], val_error=[0.3, 0.35, 0.1, 0.2],
+                     test_nll=[float("nan"), 0.4, float("inf"), 0.5])
     summary = analysis.summarise(rows)
     assert not summary["finished"]
     assert summary["best_level"] == 1 and summary["best_level_val"] == 2
@@ -149,3 +157,84 @@ def test_summarise_errors():
         analysis.summarise([])
     with pytest.raises(ValueError, match="test_ece_10"):
         analysis.summarise(make_rows([0.1]), num_bins=10)
+
+
+def test_summarise_before_the_minimum_names_no_best_model():
+    summary = analysis.summarise(make_rows([0.3, 0.25, 0.2], val_error=[0.3, 0.2, 0.1]))
+    assert summary["best_level"] is None and summary["effective_parameters"] is None
+    assert summary["best_test_error"] is None and "best" not in summary["models"]
+    assert summary["best_level_val"] is None and "best_val" not in summary["models"]
+    assert summary["lowest_error_level"] == 2
+    assert summary["lowest_test_error"] == pytest.approx(0.2)
+    assert summary["landmarks"]["status"] == "minimum not yet reached"
+
+
+# -- the best pruned model on the study's curve shapes ------------------------------------------
+
+# Mean test error per level (levels in order, weights falling), with the level the study would
+# name the best pruned model.
+WIDE = ([0.020, 0.021, 0.023, 0.026, 0.029, 0.031, 0.030, 0.028, 0.026, 0.025, 0.024, 0.025,
+         0.028, 0.040, 0.080, 0.200, 0.500], 10)
+NARROW = ([0.060, 0.050, 0.042, 0.036, 0.033, 0.031, 0.034, 0.045, 0.090, 0.300, 0.700], 5)
+MEMORISING = ([0.060, 0.062, 0.059, 0.061, 0.058, 0.060, 0.066, 0.075, 0.080, 0.060, 0.040,
+               0.028, 0.022, 0.020, 0.023, 0.035, 0.090, 0.400], 13)
+# The XOR mixture at nu=0.6, P=500: dense 0.208, a dip to 0.205 at level 1, a peak of 0.235 at
+# level 10, the second descent's minimum 0.206 at level 16, then the collapse.
+XOR = ([0.208, 0.205, 0.209, 0.212, 0.216, 0.220, 0.224, 0.228, 0.231, 0.233, 0.235, 0.230,
+        0.224, 0.218, 0.213, 0.209, 0.206, 0.215, 0.240, 0.300, 0.420], 16)
+
+
+@pytest.mark.parametrize(("curve", "best"), [WIDE, NARROW, MEMORISING, XOR],
+                         ids=["wide", "narrow", "memorising", "xor"])
+def test_best_pruned_model_on_the_study_shapes(curve, best):
+    found = analysis.sparse_minimum(curve)
+    assert found.best == best
+    summary = analysis.summarise(make_rows(curve))
+    assert summary["best_level"] == best
+    assert summary["effective_parameters"] == round(1000 * 0.8**best)
+    assert summary["lowest_error_level"] == int(min(range(len(curve)), key=curve.__getitem__))
+
+
+def test_wide_network_best_pruned_model_is_on_the_sparse_side():
+    marks = analysis.sdd_landmarks(make_rows(WIDE[0]))
+    assert marks["lowest"]["level"] == 0 and marks["minimum"]["level"] == 10
+    assert marks["peak"]["level"] == 5 and marks["status"] == "collapsed"
+    xor = analysis.sdd_landmarks(make_rows(XOR[0]))
+    assert xor["lowest"]["level"] == 1 and xor["peak"]["level"] == 10
+
+
+def test_a_curve_that_has_not_passed_its_minimum_names_none():
+    for curve, best in (WIDE, NARROW, MEMORISING, XOR):
+        # Cut just after the minimum: the error has not risen yet.
+        found = analysis.sparse_minimum(curve[:best + 1])
+        assert found.best is None and found.candidate == best
+    # Still before the second descent: the dense side is the candidate, not a best model.
+    assert analysis.sparse_minimum(MEMORISING[0][:9]).best is not None  # it rose after level 4
+    assert analysis.sparse_minimum(MEMORISING[0][:12]).best is None  # falling at the end
+
+
+def test_wiggles_within_the_replicate_spread_make_no_peak():
+    # The rise to 0.029 is within the spread of 0.004: no peak, the global minimum wins.
+    curve = [0.030, 0.026, 0.029, 0.024, 0.022, 0.040, 0.200]
+    assert analysis.sparse_minimum(curve, [0.004] * 7).best == 4
+    assert analysis.sparse_minimum(curve, [0.004] * 7).peak is None
+    # Below the spread, a flat end does not confirm the minimum.
+    assert analysis.sparse_minimum([0.3, 0.2, 0.203], [0.005] * 3).best is None
+    assert analysis.sparse_minimum([0.3, 0.2, 0.203]).best == 1  # floor 0.002 only
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(shape=st.sampled_from([WIDE, NARROW, MEMORISING, XOR]),
+                  sigma=st.floats(0.0, 0.002), seed=st.integers(0, 2**32 - 1))
+def test_best_pruned_model_under_replicate_noise(shape, sigma, seed):
+    """Three noisy replicates of a shape: the best pruned model stays in the second descent,
+    at a level whose noise-free error is within the noise of the true minimum."""
+    curve, best = shape
+    rng = np.random.default_rng(seed)
+    errors = np.asarray(curve)[:, None] + rng.normal(0.0, sigma, (len(curve), 3))
+    summary = analysis.summarise(make_rows(errors.tolist()))
+    found = summary["best_level"]
+    assert found is not None
+    peak = analysis.sparse_minimum(curve).peak or 0
+    assert peak < found < len(curve) - 1
+    assert curve[found] <= curve[best] + 4 * sigma + 1e-12

@@ -174,6 +174,23 @@ def test_stop_on_min_weights(tmp_path):
     assert last - math.ceil(0.2 * last) < 40
 
 
+def test_openlth_count_levels_and_stop(tmp_path, caplog):
+    """The reference count over a 10-8-2 network whose 16 output weights are kept: every level
+    goes R -> R - ceil(0.2 R) - 1, until the count asks for more than the 80 prunable ones."""
+    exp = imp.build(tiny_config(**{"imp.levels": 50, "prune.count": "openlth",
+                                   "prune.exclude": ("^output/",), "train.epochs": 1}))
+    with caplog.at_level("INFO", logger=imp.__name__):
+        summary = run(exp, tmp_path)
+    counts = [r["remaining_weights"] for r in results(tmp_path)[::2]]
+    expected = [96]
+    while (expected[-1] + 4) // 5 + 1 <= expected[-1] - 16:
+        expected.append(expected[-1] - (expected[-1] + 4) // 5 - 1)
+    assert counts == expected == [96, 75, 59, 46, 35, 27, 20]
+    assert summary["finished"]
+    assert "the next level would prune 5 weights (prune.count='openlth') and only 4 " \
+           "prunable weights remain" in caplog.text
+
+
 def test_rewind_to_iteration_saves_that_point(tmp_path):
     exp = imp.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 1}))
     run(exp, tmp_path)

@@ -263,3 +263,76 @@ def test_exclusion_matching_nothing_and_nothing_prunable():
         masks.prune_global({"b": jnp.ones(3)}, {"b": jnp.ones(3, bool)}, 0.2)
     with pytest.raises(ValueError, match="sequence of patterns"):
         masks.PrunableSpec(exclude="d0")
+
+
+# -- the reference code's count (count="openlth") ----------------------------------------------
+
+
+def _fcn_784_300_10(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"hidden_0": {"kernel": jnp.asarray(rng.normal(size=(784, 300)), jnp.float32),
+                         "bias": jnp.zeros(300)},
+            "output": {"kernel": jnp.asarray(rng.normal(size=(300, 10)), jnp.float32),
+                       "bias": jnp.zeros(10)}}
+
+
+@pytest.mark.parametrize("exclude", [(), ("^output/",)], ids=["all", "output_kept"])
+def test_openlth_count_follows_the_reference_recurrence(exclude):
+    """784-300-10: every level goes from R to R - ceil(0.2 R) - 1 kernel weights, R counting the
+    excluded output layer too (computed here independently, in integers)."""
+    params = _fcn_784_300_10()
+    spec = masks.PrunableSpec(exclude=exclude)
+    mask = masks.ones_like(params)
+    expected = [238_200]
+    for _ in range(8):
+        expected.append(expected[-1] - (expected[-1] + 4) // 5 - 1)  # ceil(R / 5) in integers
+    got = []
+    for _ in range(len(expected)):
+        got.append(int(masks.count(mask, masks.PrunableSpec())["remaining"]))
+        mask = masks.prune_global(params, mask, 0.2, spec, count="openlth")
+    assert got == expected
+    assert got[:4] == [238_200, 190_559, 152_446, 121_955]
+    if exclude:
+        assert bool(jnp.all(mask["output"]["kernel"]))
+
+
+def test_openlth_count_is_exact_with_ties_and_matches_the_reference_threshold():
+    # The reference keeps |w| > sorted(|w|)[n - 1]: n + 1 removed without ties.
+    params = {"a": {"kernel": jnp.asarray(np.arange(1.0, 21.0).reshape(4, 5))}}
+    mask = masks.prune_global(params, masks.ones_like(params), 0.2, count="openlth")
+    assert int(jnp.sum(~mask["a"]["kernel"])) == math.ceil(0.2 * 20) + 1
+    assert not bool(jnp.any(mask["a"]["kernel"].ravel()[:5]))
+    tied = {"a": {"kernel": jnp.ones((4, 5))}}
+    mask = masks.prune_global(tied, masks.ones_like(tied), 0.2, count="openlth")
+    assert int(jnp.sum(~mask["a"]["kernel"])) == 5
+
+
+def test_openlth_count_in_jit_vmap_and_the_controls():
+    params = _fcn_784_300_10()
+    spec = masks.PrunableSpec(exclude=("^output/",))
+    mask = masks.ones_like(params)
+    n, prunable = jax.jit(lambda m: masks.num_to_prune(m, 0.2, spec, "openlth"))(mask)
+    assert (int(n), int(prunable)) == (47_641, 235_200)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), params)
+    stacked_mask = masks.ones_like(stacked)
+    batched = jax.jit(jax.vmap(lambda p, m: masks.prune_global(p, m, 0.2, spec, "openlth")))(
+        stacked, stacked_mask)
+    assert [int(jnp.sum(batched["hidden_0"]["kernel"][r])) for r in range(2)] == [187_559] * 2
+    random = masks.prune_random_global(jax.random.key(0), mask, 0.2, spec, count="openlth")
+    assert int(jnp.sum(random["hidden_0"]["kernel"])) == 187_559
+    layer = masks.prune_layerwise(params, mask, 0.2, count="openlth")
+    assert int(jnp.sum(~layer["output"]["kernel"])) == 600 + 1
+    assert int(masks.num_to_prune(mask, 0.2, count="openlth", layerwise=True)[0]) == (
+        47_040 + 1 + 600 + 1)
+
+
+def test_openlth_count_refuses_more_than_remains():
+    params = {"hidden": {"kernel": jnp.ones((10, 10))}, "output": {"kernel": jnp.ones((10, 90))}}
+    spec = masks.PrunableSpec(exclude=("^output/",))
+    mask = masks.ones_like(params)
+    # R = 1000 (900 of them excluded): ceil(200) + 1 = 201 > the 100 prunable ones.
+    assert tuple(map(int, masks.num_to_prune(mask, 0.2, spec, "openlth"))) == (201, 100)
+    with pytest.raises(ValueError, match=r"cannot prune 201 weights .* only 100 remain"):
+        masks.prune_global(params, mask, 0.2, spec, count="openlth")
+    with pytest.raises(ValueError, match="count must be one of"):
+        masks.prune_global(params, mask, 0.2, spec, count="round")

@@ -1,6 +1,7 @@
 """The command line, end to end: `python -m experiments.run` on the smoke configs."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,9 +37,14 @@ def test_mnist_smoke(mnist_tfds, tmp_path):
     got = rows(workdir)
     assert [(r["level"], r["replicate"]) for r in got] == [(lv, r) for lv in range(3)
                                                            for r in range(2)]
-    # 784*300 prunable, the 300*10 output layer excluded; 20% of the rest per level.
-    assert [r["prunable_remaining"] for r in got[::2]] == [235_200, 188_160, 150_528]
-    assert [r["remaining_weights"] for r in got[::2]] == [238_200, 191_160, 153_528]
+    # The reference count: R -> R - ceil(0.2 R) - 1 over every kernel weight, the 300*10
+    # output layer (excluded from pruning) included.
+    counts = [238_200]
+    for _ in range(2):
+        counts.append(counts[-1] - math.ceil(0.2 * counts[-1]) - 1)
+    assert counts == [238_200, 190_559, 152_446]
+    assert [r["remaining_weights"] for r in got[::2]] == counts
+    assert [r["prunable_remaining"] for r in got[::2]] == [c - 3000 for c in counts]
     assert all(r["total_weights"] == 238_200 for r in got)
     assert all(0.0 <= r["test_error"] < 0.5 for r in got)  # it learns from 2 000 noisy labels
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [
