@@ -3,20 +3,25 @@
     python -m experiments.report RUN_DIR [RUN_DIR ...] [--csv=PATH] [--noplots]
     python -m experiments.report SWEEP_DIR [SWEEP_DIR ...] [--csv=PATH] [--noplots]
 
-For run directories: prints a markdown table to stdout with, for every run, the dense model
-(level 0), the best pruned model (lowest mean test error) and, when the run held out a validation
-split, the model selected on it: level, remaining kernel weights, test error, ECE on clean and on
-noisy test labels, NLL, overconfidence and, for mixture tasks, the mean |p_model - p_true| on fresh
-points (mean ± std over replicates). The same numbers go to a CSV file (``--csv``; by default
-``report.csv`` in the first RUN_DIR) with the means and standard deviations in separate columns.
-Unless ``--noplots``, every run's figures are redrawn into ``RUN_DIR/plots/`` (this restores
-checkpoints and loads the run's data).
+For run directories: prints a markdown table to stdout with, for every run, the dense model (level
+0), the best pruned model (the minimum of the second descent, see
+``imp_jax.analysis.sparse_minimum``; absent while not reached) and, when the run held out a
+validation split, the model selected on it: level, remaining kernel weights, test error, ECE on
+clean and on noisy test labels, NLL, overconfidence and, for mixture tasks, the mean |p_model -
+p_true| on fresh points (mean ± std over replicates). The same numbers go to a CSV file (``--csv``;
+by default ``report.csv`` in the first RUN_DIR) with the means and standard deviations in separate
+columns. Unless ``--noplots``, every run's figures are redrawn into ``RUN_DIR/plots/`` (this
+restores checkpoints and loads the run's data).
 
 For sweep directories (those of ``python -m experiments.sweep``, holding ``sweep.json``): the
 study table, one line per setting (the runs of different seeds pooled): dense weights, test
 error and ECE, the best pruned level, the effective number of parameters (and its mean ± std
 over replicates), the best pruned model's test error and ECE, and where the sparse double
-descent stands; to ``--csv`` or ``study.csv`` in the first SWEEP_DIR. Unless ``--noplots``, from
+descent stands; to ``--csv`` or ``study.csv`` in the first SWEEP_DIR. For width sweeps two more
+tables follow: the study's own (per width: full and best pruned weights, their test errors), to
+``study_paper.csv``, and the calibration of every full and best pruned network beside the best
+small full one (the width whose full network errs least), to ``study_calibration.csv``. Unless
+``--noplots``, from
 the metrics alone: each width sweep's Figure-1-shaped ``double_descent`` into its
 ``SWEEP_DIR/plots/``, and the effective number of parameters against the full network's weights
 and against nu (every given sweep on one plot) into the first SWEEP_DIR's ``plots/``. A point of
@@ -220,16 +225,18 @@ def load_study(path: str) -> Study:
     return Study(root, label, axes, records, num_bins)
 
 
+def _pair(value: dict[str, float | None] | None) -> tuple[float | None, float | None] | None:
+    return None if value is None else (value["mean"], value["std"])
+
+
 def study_rows(study: Study) -> list[dict[str, Any]]:
     """One table record per setting of the study (``(mean, std)`` cells over replicates)."""
-
-    def pair(value: dict[str, float | None]) -> tuple[float | None, float | None]:
-        return value["mean"], value["std"]
-
+    pair = _pair
     ece = f"test_ece_{study.num_bins}"
     out = []
     for r in study.records:
-        dense, best = (r["models"][k]["metrics"] for k in ("dense", "best"))
+        dense = r["models"]["dense"]["metrics"]
+        best = r["models"].get("best", {}).get("metrics", {})  # absent: minimum not reached
         out.append({
             "sweep": study.label, **{a: r["values"].get(a) for a in study.axes},
             "replicates": r["replicates"], "weights": r["total_weights"],
@@ -237,9 +244,54 @@ def study_rows(study: Study) -> list[dict[str, Any]]:
             "best level": r["best_level"], "effective parameters": r["effective_parameters"],
             "effective (per replicate)": tuple(
                 round(v or 0.0) for v in pair(r["effective_parameters_replicates"])),
-            "test error (best)": pair(best["test_error"]), "ECE (best)": pair(best[ece]),
-            "SDD": r["status"]})
+            "test error (best)": pair(best.get("test_error")),
+            "ECE (best)": pair(best.get(ece)), "SDD": r["status"]})
     return out
+
+
+# The study's own table: per width, the full and the best pruned network's kernel weights and
+# test errors (mean ± std over replicates): (title, CSV name).
+PAPER_COLUMNS = (("full weights", "full_weights"), ("best pruned weights", "best_weights"),
+                 ("test error (full)", "full_test_error"),
+                 ("test error (pruned)", "best_test_error"))
+
+
+def paper_rows(study: Study) -> list[dict[str, Any]]:
+    """One record per setting in the study's own table format (see :data:`PAPER_COLUMNS`)."""
+    out = []
+    for r in study.records:
+        best = r["models"].get("best")
+        out.append({"sweep": study.label, **{a: r["values"].get(a) for a in study.axes},
+                    "full weights": r["total_weights"],
+                    "best pruned weights": r["effective_parameters"],
+                    "test error (full)": _pair(r["models"]["dense"]["metrics"]["test_error"]),
+                    "test error (pruned)": _pair(best["metrics"]["test_error"]) if best
+                    else None})
+    return out
+
+
+def calibration_rows(study: Study) -> list[dict[str, Any]]:
+    """The study's comparison of the best pruned models with the full networks and the best
+    small full network (the width whose full network errs least,
+    :func:`imp_jax.analysis.best_small_full`): one record per model, with the columns of
+    :data:`METRIC_COLUMNS` (calibration and, for mixtures, |p - p_true|)."""
+
+    def record(kind: str, r: dict[str, Any], key: str) -> dict[str, Any]:
+        model = r["models"][key]
+        values = ", ".join(f"{k}={v:g}" for k, v in r["values"].items())
+        out = {"sweep": study.label, "model": f"{kind} ({values})", "level": model["level"],
+               "weights": model["remaining_weights"]}
+        for title, metric in METRIC_COLUMNS:
+            out[title] = _pair(model["metrics"].get(metric.format(b=study.num_bins)))
+        return out
+
+    rows = [record("best small full", small["record"], "dense")
+            for small in analysis.best_small_full(study.records)]
+    for r in study.records:
+        rows.append(record("full", r, "dense"))
+        if "best" in r["models"]:
+            rows.append(record("best pruned", r, "best"))
+    return rows
 
 
 def _series(studies: list[Study], axis: str) -> dict[str, list[dict[str, Any]]]:
@@ -269,9 +321,15 @@ def write_study_plots(studies: list[Study]) -> list[Path]:
     return paths
 
 
-def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True) -> str:
+def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
+                  comparisons: bool = False) -> str:
     """Loads the sweeps in ``paths``, writes the study CSV (and figures if ``draw``) and
     returns the markdown table.
+
+    With ``comparisons``, also the study's own table (:func:`paper_rows`) and the calibration of
+    full, best small full and best pruned networks (:func:`calibration_rows`) of the width
+    sweeps, each after a blank line and written beside the study CSV as ``<name>_paper.csv``
+    and ``<name>_calibration.csv``.
 
     Raises:
       ReportError: a path is not a readable sweep with a finished level.
@@ -283,10 +341,24 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True) ->
     path = Path(csv_path or studies[0].path / "study.csv")
     write_csv(records, path, columns, dict(STUDY_COLUMNS))
     logging.info("wrote %s", path)
+    tables = [markdown(records, columns)]
+    widths = [s for s in studies if "width" in s.axes]
+    if comparisons and widths:
+        paper = [{**dict.fromkeys(axes), **r} for s in widths for r in paper_rows(s)]
+        paper_columns = ["sweep", *axes, *(title for title, _ in PAPER_COLUMNS)]
+        calibration = [r for s in widths for r in calibration_rows(s)]
+        calibration_columns = ["sweep", *_columns(calibration)[1:]]
+        for name, rows, cols, names in (
+                ("paper", paper, paper_columns, dict(PAPER_COLUMNS)),
+                ("calibration", calibration, calibration_columns, None)):
+            extra = path.with_name(f"{path.stem}_{name}.csv")
+            write_csv(rows, extra, cols, names)
+            logging.info("wrote %s", extra)
+            tables.append(markdown(rows, cols))
     if draw:
         written = write_study_plots(studies)
         logging.info("wrote %d study figure files", len(written))
-    return markdown(records, columns)
+    return "\n\n".join(tables)
 
 
 def main(argv: list[str]) -> int:
@@ -299,7 +371,8 @@ def main(argv: list[str]) -> int:
         if sweeps and len(sweeps) < len(run_dirs):
             raise ReportError("give either run directories or sweep directories, not both")
         if sweeps:
-            print(report_sweeps(sweeps, csv_path=_CSV.value, draw=_PLOTS.value))
+            print(report_sweeps(sweeps, csv_path=_CSV.value, draw=_PLOTS.value,
+                                comparisons=True))
             return 0
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -402,3 +402,23 @@ def study_records(points: Iterable[tuple[Mapping[str, float], Sequence[Row]]], *
         setting = {k: v for k, v in values.items() if k not in pool}
         groups.setdefault(tuple(sorted(setting.items())), (setting, []))[1].append(rows)
     return [study_record(setting, runs, num_bins=num_bins) for setting, runs in groups.values()]
+
+
+def best_small_full(records: Sequence[Mapping[str, Any]], axis: str = "width"
+                    ) -> list[dict[str, Any]]:
+    """The study's "best small full" networks: per setting of the axes other than ``axis``,
+    the record (:func:`study_record`) whose *dense* network has the lowest mean test error.
+
+    Returns:
+      One ``{"values": the other axes' values, "record": the record}`` per setting, in the
+      order of their first record; records without ``axis`` are left out.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if axis in r["values"]:
+            others = tuple((k, v) for k, v in r["values"].items() if k != axis)
+            groups.setdefault(others, []).append(r)
+    return [{"values": dict(others),
+             "record": min(group, key=lambda r: r["models"]["dense"]["metrics"]["test_error"]
+                           ["mean"])}
+            for others, group in groups.items()]

@@ -42,12 +42,14 @@ class ReliabilityTable(NamedTuple):
 
 
 class CalibrationCurve(NamedTuple):
-    """Class-averaged (one-vs-rest) calibration curve.
+    """One-vs-rest calibration curve: pooled over classes (:func:`class_averaged_calibration`,
+    shapes (num_bins,)) or one per class (:func:`per_class_calibration`, (num_classes,
+    num_bins)).
 
     Attributes:
-      count: (num_bins,) int32, (example, class) pairs per bin, summed over classes.
-      predicted: (num_bins,) mean predicted p(y=k|x) in the bin; NaN for empty bins.
-      observed: (num_bins,) fraction of those pairs whose label is k; NaN for empty bins.
+      count: int32, (example, class) pairs per bin.
+      predicted: mean predicted p(y=k|x) in the bin; NaN for empty bins.
+      observed: fraction of those pairs whose label is k; NaN for empty bins.
     """
 
     count: jax.Array
@@ -189,6 +191,33 @@ def class_averaged_calibration(
     sum_pred = jax.ops.segment_sum(pred, bins, num_segments=num_bins)
     sum_hit = jax.ops.segment_sum(hit, bins, num_segments=num_bins)
     return CalibrationCurve(count, _safe_mean(sum_pred, count), _safe_mean(sum_hit, count))
+
+
+def per_class_calibration(
+    probs: jax.Array, labels: jax.Array, num_bins: int = 15
+) -> CalibrationCurve:
+    """One-vs-rest calibration curve of every class, with equal-width bins.
+
+    For class k, p(y=k|x) of every example is binned and compared with the frequency of label
+    k in the bin. Returns a :class:`CalibrationCurve` whose fields have shape
+    (num_classes, num_bins), NaN where a class has no example in a bin. The study's
+    class-averaged curve is their mean over classes (``nanmean`` along axis 0), with the
+    spread between classes around it; :func:`class_averaged_calibration` pools the pairs
+    instead.
+    """
+    probs = _validate(probs, labels)
+    k = probs.shape[-1]
+    one_hot = jax.nn.one_hot(labels, k, dtype=probs.dtype)
+    # One segment per (class, bin): class-major, so a reshape gives (num_classes, num_bins).
+    segments = (jnp.arange(k) * num_bins + _equal_width_bins(probs, num_bins)).reshape(-1)
+
+    def total(values: jax.Array) -> jax.Array:
+        return jax.ops.segment_sum(values.reshape(-1), segments,
+                                   num_segments=k * num_bins).reshape(k, num_bins)
+
+    count = total(jnp.ones_like(probs, dtype=jnp.int32))
+    return CalibrationCurve(count, _safe_mean(total(probs), count),
+                            _safe_mean(total(one_hot), count))
 
 
 def overconfidence(probs: jax.Array, labels: jax.Array) -> jax.Array:

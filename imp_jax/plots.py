@@ -15,6 +15,7 @@ diagrams and histograms.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,7 +69,9 @@ def _weights_axis(ax: Axes, weights: Sequence[float]) -> None:
     ax.grid(alpha=0.3)
 
 
-def _mark_best(ax: Axes, curve: Mapping[str, list], best: int, label: str) -> None:
+def _mark_best(ax: Axes, curve: Mapping[str, list], best: int | None, label: str) -> None:
+    if best is None:  # the minimum is not reached yet: nothing to mark
+        return
     i = curve["level"].index(best)
     weights = curve["remaining_weights"][i]
     ax.axvline(weights, color="grey", linestyle=":", linewidth=1)
@@ -78,7 +81,8 @@ def _mark_best(ax: Axes, curve: Mapping[str, list], best: int, label: str) -> No
 
 def sdd_curve(rows: Sequence[Row], out_dir: str | Path, *, best: int | None = None,
               name: str = "sdd_curve") -> list[Path]:
-    """Train and test error against remaining weights, best pruned model starred.
+    """Train and test error against remaining weights, best pruned model starred (none while
+    the minimum is not reached).
 
     ``best`` defaults to :func:`imp_jax.analysis.best_level` of ``rows``.
     """
@@ -99,7 +103,8 @@ def sdd_curve(rows: Sequence[Row], out_dir: str | Path, *, best: int | None = No
 def ece_curve(rows: Sequence[Row], out_dir: str | Path, *, num_bins: int = 15,
               best: int | None = None, name: str = "ece_curve") -> list[Path]:
     """ECE against remaining weights, for clean test labels and test labels noised as in
-    training; the best pruned level (lowest test error) starred on the clean curve."""
+    training; the best pruned level (:func:`imp_jax.analysis.best_level`) starred on the clean
+    curve."""
     best = analysis.best_level(rows) if best is None else best
     clean = analysis.level_curve(rows, f"test_ece_{num_bins}")
     noisy = analysis.level_curve(rows, f"test_noisy_ece_{num_bins}")
@@ -123,6 +128,19 @@ def _pool(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return probs.reshape(-1, probs.shape[-1]), np.tile(np.asarray(labels), probs.shape[0])
 
 
+def _class_averaged(ax: Axes, per_class: metrics_lib.CalibrationCurve, color: str,
+                    label: str) -> None:
+    """The mean over classes of one-vs-rest curves, ± their standard deviation over classes."""
+    predicted, observed = np.asarray(per_class.predicted), np.asarray(per_class.observed)
+    seen = np.isfinite(observed).any(axis=0)  # bins some class has examples in
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a bin one class reaches: no spread
+        x, y = np.nanmean(predicted[:, seen], 0), np.nanmean(observed[:, seen], 0)
+        spread = np.nan_to_num(np.nanstd(observed[:, seen], 0))
+    ax.plot(x, y, "o-", color=color, markersize=3, label=label)
+    ax.fill_between(x, y - spread, y + spread, color=color, alpha=0.2, linewidth=0)
+
+
 def calibration(probs: Mapping[str, np.ndarray], labels: np.ndarray, out_dir: str | Path, *,
                 noisy_labels: np.ndarray | None = None, num_bins: int = 15,
                 name: str = "calibration") -> list[Path]:
@@ -134,6 +152,10 @@ def calibration(probs: Mapping[str, np.ndarray], labels: np.ndarray, out_dir: st
     pooled predictions, so close to but not the mean of the replicates' ECEs); the
     one-vs-rest calibration curve averaged over classes; the histogram of the predicted class's
     probability with the mean confidence and the accuracy marked.
+
+    The calibration curve is the study's: one one-vs-rest curve per class
+    (:func:`imp_jax.metrics.per_class_calibration`), their mean over classes drawn with the
+    between-class standard deviation shaded.
     """
     fig = Figure(figsize=(4 * len(probs), 10), layout="constrained")
     axes = fig.subplots(3, len(probs), squeeze=False, sharey="row")
@@ -155,13 +177,11 @@ def calibration(probs: Mapping[str, np.ndarray], labels: np.ndarray, out_dir: st
             else:
                 rel.plot(np.asarray(table.confidence), accuracy, "o-", color=_NOISY,
                          markersize=3, label="accuracy, noisy labels")
-            cac = metrics_lib.class_averaged_calibration(pooled, pooled_y, num_bins)
-            curve.plot(np.asarray(cac.predicted), np.asarray(cac.observed), "o-",
-                       color=_TEST if kind == "clean" else _NOISY, markersize=3,
-                       label=f"{kind} labels")
+            _class_averaged(curve, metrics_lib.per_class_calibration(pooled, pooled_y, num_bins),
+                            _TEST if kind == "clean" else _NOISY, f"{kind} labels")
         rel.set_title(f"{title}\nECE {' / '.join(eces)}", fontsize="medium")
         rel.set_xlabel("confidence (predicted class)")
-        curve.set_xlabel("predicted p(y=k|x)")
+        curve.set_xlabel("predicted p(y=k|x), averaged over classes k")
         pooled, pooled_y = _pool(p, labels)
         counts = np.asarray(metrics_lib.confidence_histogram(pooled, num_bins))
         hist.bar(centres, counts / counts.sum(), width=width, color="grey", edgecolor="black",
@@ -337,10 +357,10 @@ def mixture_error_map(xy: np.ndarray, errors: Mapping[str, np.ndarray], out_dir:
 def write_run_plots(run: imp.Run) -> list[Path]:
     """Draws every figure of an opened run into ``<run>/plots/``; returns the paths.
 
-    Restores the dense level (0) and the best pruned level (lowest mean test error) and
-    compares them on the test set; for mixture tasks also along :func:`profile_line`, against
-    the exact p(y|x) of the run's fresh sample, and on that sample projected on its two
-    principal directions.
+    Restores the dense level (0) and the best pruned level (:func:`imp_jax.analysis.best_level`;
+    the dense level alone while the minimum is not reached) and compares them on the test set;
+    for mixture tasks also along :func:`profile_line`, against the exact p(y|x) of the run's
+    fresh sample, and on that sample projected on its two principal directions.
     """
     config = run.exp.config
     rows = run.dir.read_rows()
@@ -352,7 +372,7 @@ def write_run_plots(run: imp.Run) -> list[Path]:
     curve = analysis.level_curve(rows, "test_error")
     weights = dict(zip(curve["level"], curve["remaining_weights"], strict=True))
     states = {f"{kind} (level {level}, {weights[level]:.0f} weights)": run.restore_level(level)
-              for kind, level in (("dense", 0), ("best pruned", best))}
+              for kind, level in (("dense", 0), ("best pruned", best)) if level is not None}
     ds = run.exp.dataset
     paths += calibration({k: run.probabilities(s, ds.x_test) for k, s in states.items()},
                          ds.y_test, out, noisy_labels=ds.y_test_noisy, num_bins=num_bins)
@@ -417,15 +437,18 @@ def study_double_descent(records: Sequence[Mapping[str, Any]], out_dir: str | Pa
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (others, panel) in zip(axes, panels.items(), strict=True):
         panel = sorted(panel, key=lambda r: r["values"]["width"])
+        starred = False
         for i, r in enumerate(panel):
             color = cmap(norm(r["values"]["width"]))
             curve = r["curve"]
             ax.plot(curve["remaining_weights"], curve["mean"], "-", color=color, linewidth=1,
                     alpha=0.8, label="pruning path" if i == 0 else None)
-            best = r["models"]["best"]
-            ax.plot(best["remaining_weights"], best["metrics"]["test_error"]["mean"], "*",
-                    color=color, markeredgecolor="black", markersize=11, zorder=6,
-                    label="best pruned" if i == 0 else None)
+            best = r["models"].get("best")  # absent while the minimum is not reached
+            if best is not None:
+                ax.plot(best["remaining_weights"], best["metrics"]["test_error"]["mean"], "*",
+                        color=color, markeredgecolor="black", markersize=11, zorder=6,
+                        label="best pruned" if not starred else None)
+                starred = True
         dense = [r["models"]["dense"]["metrics"]["test_error"] for r in panel]
         ax.errorbar([r["total_weights"] for r in panel], [d["mean"] for d in dense],
                     yerr=[d["std"] or 0.0 for d in dense], fmt="o-", color="black",
@@ -459,7 +482,8 @@ def effective_parameters(series: Mapping[str, Sequence[Mapping[str, Any]]],
 
     ``series`` maps a label (e.g. "linear", "xor") to its records; the line is the minimum of
     the replicates' mean test-error curve, the band the mean ± std over replicates of each one's
-    own minimum. Records without ``nu`` in their values are left out when ``against="nu"``.
+    own minimum. Records without ``nu`` in their values are left out when ``against="nu"``,
+    and so are those whose minimum is not reached yet.
     """
     if against not in ("weights", "nu"):
         raise ValueError(f"against must be 'weights' or 'nu', got {against!r}")
@@ -470,15 +494,15 @@ def effective_parameters(series: Mapping[str, Sequence[Mapping[str, Any]]],
     x_of = (lambda r: r["total_weights"]) if against == "weights" else (
         lambda r: r["values"]["nu"])
     for label, records in series.items():
-        if against == "nu":
-            records = [r for r in records if "nu" in r["values"]]
-        records = sorted(records, key=x_of)
+        records = sorted((r for r in records if r["effective_parameters"] is not None
+                          and (against == "weights" or "nu" in r["values"])), key=x_of)
         if not records:
             continue
         x = np.asarray([x_of(r) for r in records], dtype=np.float64)
         y = np.asarray([r["effective_parameters"] for r in records], dtype=np.float64)
         spread = [r["effective_parameters_replicates"] for r in records]
-        mean = np.asarray([s["mean"] for s in spread], dtype=np.float64)
+        mean = np.asarray([np.nan if s["mean"] is None else s["mean"] for s in spread],
+                          dtype=np.float64)
         std = np.asarray([s["std"] or 0.0 for s in spread], dtype=np.float64)
         (line,) = ax.plot(x, y, "o-", markersize=4, label=label)
         ax.fill_between(x, np.maximum(mean - std, 1.0), mean + std, color=line.get_color(),

@@ -294,3 +294,24 @@ def test_rejects_bad_arguments():
         metrics.ece(HAND_PROBS, HAND_LABELS, binning="quantile")
     with pytest.raises(ValueError, match="expected probs"):
         metrics.error(HAND_PROBS, HAND_LABELS[:3])
+
+
+def test_per_class_calibration_against_a_loop():
+    probs, labels = _random_case(6)
+    num_bins = 7
+    curve = metrics.per_class_calibration(probs, labels, num_bins)
+    assert curve.count.shape == (K, num_bins)
+    for k in range(K):
+        p, hit = probs[:, k].astype(np.float64), (labels == k).astype(np.float64)
+        for b in range(num_bins):
+            mask = (p > b / num_bins) & (p <= (b + 1) / num_bins)
+            if b == 0:
+                mask |= p == 0.0
+            assert int(curve.count[k, b]) == mask.sum()
+            if mask.any():
+                np.testing.assert_allclose(curve.predicted[k, b], p[mask].mean(), rtol=1e-5)
+                np.testing.assert_allclose(curve.observed[k, b], hit[mask].mean(), rtol=1e-5)
+            else:
+                assert np.isnan(curve.predicted[k, b]) and np.isnan(curve.observed[k, b])
+    pooled = metrics.class_averaged_calibration(probs, labels, num_bins)
+    np.testing.assert_array_equal(curve.count.sum(0), pooled.count)

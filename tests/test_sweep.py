@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs import mixture_linear, mixture_linear_widths, mnist_widths
+from experiments import report
 from experiments import sweep as sweep_cli
 from imp_jax import analysis, imp, plots, sweep
 from imp_jax import config as config_lib
@@ -291,6 +292,14 @@ def test_report_on_a_sweep_directory(reference, tmp_path):
         assert float(row["dense_ece_std"]) >= 0
     assert all(p.stat().st_size > 1000 for p in (reference / "plots").iterdir())
     assert len(list((reference / "plots").iterdir())) == 4
+    # The study's own table and the calibration comparison follow, each in a CSV of its own.
+    with open(tmp_path / "study_paper.csv") as f:
+        paper = list(csv.DictReader(f))
+    assert [(r["width"], r["full_weights"]) for r in paper] == [("4", "48"), ("8", "96")]
+    assert "| sweep | width | full weights | best pruned weights |" in out
+    with open(tmp_path / "study_calibration.csv") as f:
+        models = [r["model"] for r in csv.DictReader(f)]
+    assert models[0].startswith("best small full (width=") and "full (width=8)" in models
 
 
 def test_study_records_pool_seeds_and_figures(tmp_path):
@@ -316,3 +325,24 @@ def test_study_records_pool_seeds_and_figures(tmp_path):
     for against in ("weights", "nu"):
         paths = plots.effective_parameters(series, tmp_path, against=against)
         assert paths[0].stat().st_size > 1000
+
+
+def test_paper_table_and_best_small_full():
+    # Width 10 is narrow (pruning helps at once), width 100 wide (its full network errs least).
+    narrow = [0.060, 0.050, 0.040, 0.031, 0.034, 0.090, 0.300]
+    wide = [0.020, 0.024, 0.030, 0.026, 0.024, 0.025, 0.040, 0.200]
+    points = [({"width": 10}, make_rows(narrow, weights=1000)),
+              ({"width": 100}, make_rows(wide, weights=10_000))]
+    records = analysis.study_records(points)
+    small = analysis.best_small_full(records)
+    assert [s["record"]["values"] for s in small] == [{"width": 100}]
+    study = report.Study(Path("."), "s", ["width"], records, 15)
+    paper = report.paper_rows(study)
+    assert [(r["width"], r["full weights"], r["best pruned weights"]) for r in paper] == [
+        (10, 1000, round(1000 * 0.8**3)), (100, 10_000, round(10_000 * 0.8**4))]
+    assert paper[1]["test error (full)"][0] == pytest.approx(0.020)
+    assert paper[1]["test error (pruned)"][0] == pytest.approx(0.024)
+    models = [(r["model"], r["level"]) for r in report.calibration_rows(study)]
+    assert models == [("best small full (width=100)", 0), ("full (width=10)", 0),
+                      ("best pruned (width=10)", 3), ("full (width=100)", 0),
+                      ("best pruned (width=100)", 4)]
