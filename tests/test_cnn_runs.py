@@ -32,10 +32,11 @@ def test_cifar10_smoke_on_mock_data(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["level"], r["replicate"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert summary["finished"] and all(np.isfinite(r["test_error"]) for r in rows)
-    # Nothing is excluded: all conv and dense kernels are prunable, 20% go (rounded up).
+    # Nothing is excluded: all conv and dense kernels are prunable; the reference count
+    # removes ceil(20%) + 1 of them.
     total = rows[0]["prunable_total"]
     assert rows[0]["total_weights"] == total
-    assert rows[2]["prunable_remaining"] == total - -(-total // 5)
+    assert rows[2]["prunable_remaining"] == total - -(-total // 5) - 1
     # The rewind point is epoch 1; BatchNorm statistics are trained, restored and never pruned.
     assert runner.ckpt.rewind.all_steps() == [256 // 64]
     state = runner.restore_level(1)
