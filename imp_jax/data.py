@@ -1,15 +1,21 @@
 """Datasets as in-memory numpy arrays: tensorflow-datasets loading, mixtures, label noise.
 
 Every dataset the study uses fits in memory, so it is loaded whole once and the training loop
-slices device arrays; TensorFlow is only used here, to read (and if needed prepare) tfds files,
-and is kept off the GPUs. Randomness comes from one data key, split into independent streams with
-``fold_in``: the noisy labels depend on that key only, never on a model's seed.
+slices device arrays. TensorFlow is only used here, to prepare a tfds dataset and read its files
+once, and is kept off the GPUs; later loads read the arrays cached beside those files.
+Randomness comes from one data key, split into independent streams with ``fold_in``: the noisy
+labels depend on that key only, never on a model's seed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import logging
+import os
+import uuid
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -129,23 +135,28 @@ def add_label_noise(
 
 
 def _import_tfds() -> ModuleType:
-    """Imports tensorflow-datasets, with TensorFlow kept off every GPU."""
-    import tensorflow as tf
-
-    # TensorFlow would otherwise reserve the GPUs' memory and starve JAX. It raises if its
-    # devices are already initialised in this process; then it is too late to change anything.
-    with contextlib.suppress(RuntimeError):
-        tf.config.set_visible_devices([], "GPU")
+    """Imports tensorflow-datasets, which imports TensorFlow only once a dataset is prepared or
+    read from its files (see :func:`_import_tensorflow`)."""
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
     return tfds
 
 
+def _import_tensorflow() -> None:
+    """Imports TensorFlow kept off every GPU, before tensorflow-datasets first uses it."""
+    import tensorflow as tf
+
+    # TensorFlow would otherwise reserve the GPUs' memory and starve JAX. It raises if its
+    # devices are already initialised in this process; then it is too late to change anything.
+    with contextlib.suppress(RuntimeError):
+        tf.config.set_visible_devices([], "GPU")
+
+
 def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -> None:
     """Prepares ``builder``'s dataset: from the archives in ``manual_dir`` (no network), or
     downloaded by tensorflow-datasets when ``manual_dir`` is None."""
-    import tensorflow_datasets as tfds  # already imported, TensorFlow set up, by load_tfds
+    import tensorflow_datasets as tfds  # already imported by load_tfds
 
     if manual_dir is not None:
         archives = {
@@ -162,8 +173,79 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -
                 f"{manual_dir} lacks {missing}. Download its archives ({sources}) into that "
                 "folder, or leave manual_dir empty to let tensorflow-datasets download them."
             )
+    _import_tensorflow()
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     builder.download_and_prepare(download_config=config)
+
+
+def _read_tfds(builder: tfds.core.DatasetBuilder) -> dict[str, np.ndarray]:
+    """The train and test splits read from tfds' files (or its mock data), with TensorFlow."""
+    import tensorflow_datasets as tfds  # already imported by load_tfds
+
+    _import_tensorflow()
+    arrays = {}
+    for split in ("train", "test"):
+        # Large batches, joined; as fast as batch_size=-1, which sizes its one batch by the
+        # split's recorded size and so aborts the process on tfds' mock data (size unknown).
+        ds = builder.as_dataset(split=split, batch_size=4096, as_supervised=True)
+        images, labels = zip(*tfds.as_numpy(ds), strict=True)
+        arrays[f"x_{split}"] = np.concatenate(images)
+        arrays[f"y_{split}"] = np.concatenate(labels).astype(np.int32)
+    return arrays
+
+
+# A prepared dataset's arrays, cached beside tfds' files: reading them back takes a fraction of a
+# second and no TensorFlow, where tfds' readers take seconds to parse the records and decode
+# their PNG images (and TensorFlow, for tfds' default tfrecord files).
+_CACHE_FILE = "imp_jax_arrays.npz"
+_CACHE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _digest(dataset: str, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of the dataset's tfds name and version, and of each array's dtype, shape and bytes."""
+    h = hashlib.sha256(dataset.encode())
+    for name in _CACHE_ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name} {a.dtype.str} {a.shape}".encode())
+        h.update(a)
+    return h.hexdigest()
+
+
+def _read_cache(path: Path, dataset: str) -> dict[str, np.ndarray] | None:
+    """The arrays cached at ``path`` for ``dataset`` (tfds' full name, e.g. ``mnist/3.0.1``), or
+    None when there is no cache there or it does not verify."""
+    try:
+        with np.load(path) as npz:
+            arrays = {name: npz[name] for name in _CACHE_ARRAYS}
+            recorded = str(npz["sha256"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        logging.warning("ignoring the unreadable array cache %s (%s)", path, e)
+        return None
+    if recorded != _digest(dataset, arrays):
+        logging.warning("ignoring the array cache %s: its checksum does not match (altered, or "
+                        "not %s's)", path, dataset)
+        return None
+    return arrays
+
+
+def _write_cache(path: Path, dataset: str, arrays: dict[str, np.ndarray]) -> None:
+    """Caches ``arrays`` at ``path``, atomically: concurrent loads find no cache or a whole one.
+
+    A folder that cannot be written keeps no cache: later loads read tfds' files again.
+    """
+    # A name of its own per writer (processes on several hosts may share the data_dir).
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            np.savez(f, sha256=np.array(_digest(dataset, arrays)), **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        logging.warning("could not cache %s's arrays at %s (%s); later loads read tfds' files "
+                        "again, with TensorFlow", dataset, path, e)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_tfds(
@@ -174,23 +256,26 @@ def load_tfds(
     Returns ``(x_train, y_train, x_test, y_test, num_classes)``. A dataset not yet prepared in
     ``data_dir`` (tfds' default when None) is prepared from the original archives in
     ``manual_dir`` (ValueError if they are not there), or downloaded when it is None.
+
+    Preparing a dataset, and reading tfds' files, import TensorFlow; the arrays read are then
+    cached beside tfds' files (``imp_jax_arrays.npz`` with a checksum), and later loads read
+    that cache without importing TensorFlow. A cache that is missing (a dataset prepared before
+    caching) or does not verify is ignored and written anew from tfds' files.
     """
     tfds = _import_tfds()
     builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-        _prepare(builder, manual_dir)
-
-    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-        # Large batches, joined; as fast as batch_size=-1, which sizes its one batch by the
-        # split's recorded size and so aborts the process on tfds' mock data (size unknown).
-        ds = builder.as_dataset(split=split, batch_size=4096, as_supervised=True)
-        images, labels = zip(*tfds.as_numpy(ds), strict=True)
-        return np.concatenate(images), np.concatenate(labels).astype(np.int32)
-
-    x_train, y_train = read("train")
-    x_test, y_test = read("test")
+    cache = Path(builder.data_dir) / _CACHE_FILE
+    arrays = _read_cache(cache, builder.info.full_name) if builder.is_prepared() else None
+    if arrays is None:
+        if not builder.is_prepared():
+            _prepare(builder, manual_dir)
+        arrays = _read_tfds(builder)
+        # tfds' mock data (tfds.testing.mock_data) is never prepared, so never cached.
+        if builder.is_prepared():
+            _write_cache(cache, builder.info.full_name, arrays)
     label_key = builder.info.supervised_keys[1]
-    return x_train, y_train, x_test, y_test, builder.info.features[label_key].num_classes
+    num_classes = builder.info.features[label_key].num_classes
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], num_classes
 
 
 def normalise_images(

@@ -188,7 +188,8 @@ def test_mnist_label_noise(mnist):
     assert abs(np.mean(mnist.y_test_noisy != mnist.y_test) - 0.18) < 0.02
 
 
-def test_tensorflow_sees_no_gpu(mnist):
+def test_tensorflow_sees_no_gpu(mnist_tfds):
+    """Preparing MNIST for the session imported TensorFlow, kept off the GPUs."""
     import tensorflow as tf
 
     assert tf.config.get_visible_devices("GPU") == []
@@ -215,6 +216,7 @@ def test_tfds_loading_code_on_mock_data(tmp_path):
             data_dir=tmp_path,
             manual_dir=manual_dir,
         )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archives"], "mock data is not cached"
     assert k == 10 and x_train.dtype == np.uint8 and x_train.shape == (40, 28, 28, 1)
     assert x_test.shape == (40, 28, 28, 1) and y_train.dtype == y_test.dtype == np.int32
     assert y_train.min() >= 0 and y_train.max() < 10
