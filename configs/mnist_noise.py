@@ -7,8 +7,8 @@ pruning of 20% of the remaining weights per level counted as OpenLTH counts them
 mask), so the levels land on the study's published counts (238 200, 190 559, 152 446, ...), with
 the output layer kept dense (the reference code's ``pruning_layers_to_ignore='fc.weight'`` for its
 MNIST networks). Dense biases start as PyTorch initialises them (the reference code re-initialises
-only the kernels). With the output layer's 3 000 weights always counted, level 18 (4 285 kernel
-weights, 1 285 of them in the hidden layer) is the last the count allows: the run stops there,
+only the kernels). With the output layer's 3 000 weights always counted, level 19 (3 427 kernel
+weights, 427 of them in the hidden layer) is the last the count allows: the run stops there,
 past the best pruned model and into the collapse after it.
 
 Variants (``configs/mnist_noise.py:ARG``):

@@ -89,17 +89,28 @@ def load_rows(path: str) -> tuple[list[dict[str, Any]], int]:
     return rows, num_bins
 
 
+def _pair(value: dict[str, float | None] | None) -> tuple[float | None, float | None] | None:
+    return None if value is None else (value["mean"], value["std"])
+
+
 def table_rows(run: str, rows: list[dict[str, Any]], num_bins: int) -> list[dict[str, Any]]:
     """One record per compared model of a run: run, model, level, weights and, per metric
-    column, ``(mean, std)`` or None where the run lacks the metric."""
+    column, ``(mean, std)`` or None where the run lacks the metric. While the minimum is not
+    reached, the best pruned model's record says so and holds no values."""
     summary = analysis.summarise(rows, num_bins=num_bins)
     records = []
-    for key, model in summary["models"].items():
+    for key in ("dense", "best", *(["best_val"] if "best_val" in summary["models"] else [])):
+        model = summary["models"].get(key)
+        if model is None:
+            records.append({"run": run, "model": f"{MODEL_NAMES[key]} "
+                                                  f"({summary['landmarks']['status']})",
+                            "level": None, "weights": None,
+                            **{title: None for title, _ in METRIC_COLUMNS}})
+            continue
         record = {"run": run, "model": MODEL_NAMES[key], "level": model["level"],
                   "weights": model["remaining_weights"]}
         for title, metric in METRIC_COLUMNS:
-            value = model["metrics"].get(metric.format(b=num_bins))
-            record[title] = None if value is None else (value["mean"], value["std"])
+            record[title] = _pair(model["metrics"].get(metric.format(b=num_bins)))
         records.append(record)
     return records
 
@@ -225,10 +236,6 @@ def load_study(path: str) -> Study:
     return Study(root, label, axes, records, num_bins)
 
 
-def _pair(value: dict[str, float | None] | None) -> tuple[float | None, float | None] | None:
-    return None if value is None else (value["mean"], value["std"])
-
-
 def study_rows(study: Study) -> list[dict[str, Any]]:
     """One table record per setting of the study (``(mean, std)`` cells over replicates)."""
     pair = _pair
@@ -316,8 +323,11 @@ def write_study_plots(studies: list[Study]) -> list[Path]:
     out = studies[0].path / "plots"
     for axis, against in (("width", "weights"), ("nu", "nu")):
         series = _series(studies, axis)
-        if series:
+        if any(r["effective_parameters"] is not None for s in series.values() for r in s):
             paths += plots.effective_parameters(series, out, against=against)
+        elif series:
+            logging.info("no effective number of parameters against %s yet: no point has "
+                         "passed its minimum", against)
     return paths
 
 

@@ -253,9 +253,9 @@ def test_killed_command_line_sweep_resumes(reference, tmp_path):
     assert table[0].startswith("| sweep | width | replicates | weights | test error (dense) |")
     assert [line.split(" | ")[1] for line in table[2:]] == ["4", "8"]
     assert (sweep_dir / "study.csv").read_text().count("\n") == 3
-    assert {p.name for p in (sweep_dir / "plots").iterdir()} == {
-        f"{n}.{e}" for n in ("double_descent", "effective_parameters_vs_weights")
-        for e in ("png", "pdf")}
+    figures = {p.name.split(".")[0] for p in (sweep_dir / "plots").iterdir()}
+    assert figures in ({"double_descent"}, {"double_descent", "effective_parameters_vs_weights"})
+    assert len(list((sweep_dir / "plots").iterdir())) == 2 * len(figures)
 
 
 def test_bad_command_line_sweep_stops_before_any_point(tmp_path):
@@ -285,13 +285,19 @@ def test_report_on_a_sweep_directory(reference, tmp_path):
     assert [(r["sweep"], r["width"], r["weights"]) for r in table] == [
         ("mixture_linear_widths_smoke", "4", str(10 * 4 + 4 * 2)),
         ("mixture_linear_widths_smoke", "8", str(10 * 8 + 8 * 2))]
+    reached = []
     for row, width in zip(table, (4, 8), strict=True):
         summary = json.loads((reference / f"width={width}" / "summary.json").read_text())
-        assert int(row["effective_parameters"]) == summary["effective_parameters"]
-        assert float(row["best_test_error"]) == pytest.approx(summary["best_test_error"])
+        reached.append(summary["best_level"] is not None)
+        assert row["effective_parameters"] == str(summary["effective_parameters"] or "")
+        if summary["best_test_error"] is None:
+            assert row["best_test_error"] == ""
+        else:
+            assert float(row["best_test_error"]) == pytest.approx(summary["best_test_error"])
         assert float(row["dense_ece_std"]) >= 0
     assert all(p.stat().st_size > 1000 for p in (reference / "plots").iterdir())
-    assert len(list((reference / "plots").iterdir())) == 4
+    # The effective number of parameters is drawn once some point has passed its minimum.
+    assert len(list((reference / "plots").iterdir())) == (4 if any(reached) else 2)
     # The study's own table and the calibration comparison follow, each in a CSV of its own.
     with open(tmp_path / "study_paper.csv") as f:
         paper = list(csv.DictReader(f))
