@@ -1,41 +1,98 @@
-"""What every command-line entry point shares."""
+"""What every command-line entry point shares: logging, flag parsing, one error-handling path."""
+
+from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import jax
+from absl import flags
 from absl import logging as absl_logging
 
 from imp_jax import config as config_lib
-from imp_jax import imp
+from imp_jax import imp, logs, report, signals
 from imp_jax.rundir import RunDirError
+
+# The failures a user can act on, each printed as one ``error:`` line (exit status 2).
+USER_ERRORS = (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError,
+               report.ReportError)
 
 
 def setup_logging() -> None:
-    """Concise timestamped progress lines; the libraries' own INFO chatter silenced."""
-    absl_logging.get_absl_handler().setFormatter(
-        logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    """Concise timestamped lines, warnings and errors tagged; the libraries' own chatter that
+    the tools already report is left out (:func:`imp_jax.logs.keep`)."""
+    handler = absl_logging.get_absl_handler()
+    handler.setFormatter(logs.Formatter())
+    handler.addFilter(logs.keep)
     absl_logging.set_verbosity(absl_logging.INFO)
-    for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorflow_datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Orbax restores leaves in concurrent asyncio tasks and futures: when a checkpoint is
-    # unreadable, one error is reported (as one line) and the others' would be dumped at exit.
-    logging.getLogger("asyncio").addFilter(
-        lambda record: "exception was never retrieved" not in record.getMessage())
+
+
+def parse_flags(argv: list[str], config_flag: flags.FlagHolder) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override reported as one ``error:`` line
+    (exit 2) instead of absl's usage text or a traceback. A config field given twice keeps its
+    last value (absl would append a repeated tuple override to the first)."""
+    argv = last_override_wins(argv)
+    try:
+        rest = flags.FLAGS(argv)
+        config_flag.value.keys()  # a config file that failed to load raises only when first used
+        return rest
+    except (flags.Error, AttributeError, KeyError, OSError, SyntaxError) as e:
+        # ml_collections raises a bare AttributeError/KeyError for an override of a field that
+        # does not exist; name the field the way config validation does.
+        unknown = [name for name in (a.split("=", 1)[0].removeprefix("--") for a in argv[1:])
+                   if name.startswith("config.")
+                   and name.removeprefix("config.").removeprefix("sweep.") not in
+                   config_lib.FIELDS and not name.startswith("config.sweep.")]
+        if unknown and isinstance(e, (AttributeError, KeyError)):
+            message = f"{unknown[0]}: unknown field"
+        else:  # errors from loading the config file end with the cause, after a traceback
+            message = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def last_override_wins(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config.x=...`` given more than once kept only where it last is."""
+    last = {a.split("=", 1)[0]: i for i, a in enumerate(argv) if a.startswith("--config.")}
+    return [a for i, a in enumerate(argv)
+            if not a.startswith("--config.") or last[a.split("=", 1)[0]] == i]
+
+
+def _out_of_memory(e: BaseException) -> str | None:
+    """One line for an allocation failure, or None for any other error."""
+    text = str(e)
+    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+        return f"out of memory: {first[:300]}; use fewer replicates, a smaller batch or model"
+    return None
 
 
 def call(fn: Callable[[], Any]) -> tuple[Any, int | None]:
-    """Runs ``fn``; a failure the user can act on becomes one stderr line and an exit code.
+    """Runs ``fn`` with SIGTERM/SIGINT honoured within seconds (:mod:`imp_jax.signals`); a
+    failure the user can act on becomes one stderr line and an exit code.
 
-    Returns ``(result, None)``, or ``(None, code)``: 2 for a bad config, run directory or a
-    diverged run, 128 + signal for a run stopped by SIGTERM/SIGINT (after its checkpoint).
+    Returns ``(result, None)``, or ``(None, code)``: 2 for a bad config, run directory, report,
+    a diverged run or an allocation failure, 128 + signal for a run stopped by SIGTERM/SIGINT.
     """
     try:
-        return fn(), None
-    except (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError) as e:
+        with signals.stop_on_signals():
+            return fn(), None
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return None, 2
     except imp.RunInterruptedError as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return None, 128 + e.signum
+    except (MemoryError, jax.errors.JaxRuntimeError) as e:
+        message = _out_of_memory(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return None, 2
+
+
+def log_failure(what: str, retry: str) -> None:
+    """Logs the traceback of a failed optional step (figures, tables) of finished work."""
+    logging.exception("%s failed; retry with: %s", what, retry)

@@ -1,411 +1,57 @@
 """Dense vs best pruned model of runs or of whole sweeps: tables, CSV files and figures.
 
-    python -m experiments.report RUN_DIR [RUN_DIR ...] [--csv=PATH] [--noplots]
+    python -m experiments.report RUN_DIR [RUN_DIR ...] [--csv=PATH] [--noplots] [--redraw]
     python -m experiments.report SWEEP_DIR [SWEEP_DIR ...] [--csv=PATH] [--noplots]
 
-For run directories: prints a markdown table to stdout with, for every run, the dense model (level
-0), the best pruned model (the minimum of the second descent, see
-``imp_jax.analysis.sparse_minimum``; absent while not reached) and, when the run held out a
-validation split, the model selected on it: level, remaining kernel weights, test error, ECE on
-clean and on noisy test labels, NLL, overconfidence and, for mixture tasks, the mean |p_model -
-p_true| on fresh points (mean ± std over replicates). The same numbers go to a CSV file (``--csv``;
-by default ``report.csv`` in the first RUN_DIR) with the means and standard deviations in separate
-columns. Unless ``--noplots``, every run's figures are redrawn into ``RUN_DIR/plots/`` (this
-restores checkpoints and loads the run's data).
-
-For sweep directories (those of ``python -m experiments.sweep``, holding ``sweep.json``): the
-study table, one line per setting (the runs of different seeds pooled): dense weights, test
-error and ECE, the best pruned level, the effective number of parameters (and its mean ± std
-over replicates), the best pruned model's test error and ECE, and where the sparse double
-descent stands; to ``--csv`` or ``study.csv`` in the first SWEEP_DIR. For width sweeps two more
-tables follow: the study's own (per width: full and best pruned weights, their test errors), to
-``study_paper.csv``, and the calibration of every full and best pruned network beside the best
-small full one (the width whose full network errs least), to ``study_calibration.csv``. Unless
-``--noplots``, from
-the metrics alone: each width sweep's Figure-1-shaped ``double_descent`` into its
-``SWEEP_DIR/plots/``, and the effective number of parameters against the full network's weights
-and against nu (every given sweep on one plot) into the first SWEEP_DIR's ``plots/``. A point of
-a sweep is an ordinary run directory: report on it for its own figures.
-
-A path that is neither stops the report before any work, with one line on stderr and exit
-status 2; so does mixing run and sweep directories.
+Prints the tables of :mod:`imp_jax.report` and writes them as CSV (``--csv``; by default
+``report.csv`` in the first RUN_DIR, ``study.csv`` and its companions in the first SWEEP_DIR);
+unless ``--noplots``, draws the figures into ``RUN_DIR/plots/`` (those older than the run's
+metrics; ``--redraw`` draws all) or the study figures into ``SWEEP_DIR/plots/``. It writes
+nothing else: run directories are read, never claimed or repaired, also while another process
+trains in them. A path that is neither stops the report before any work, with one line on
+stderr and exit status 2; so does mixing run and sweep directories.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import json
-import logging
 import os
-import sys
-from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
 from experiments import cli
-from imp_jax import analysis, imp, plots
-from imp_jax.rundir import RunDir, RunDirError
+from imp_jax import report
 
 _CSV = flags.DEFINE_string("csv", "", "CSV output path (default: report.csv in the first "
                                       "RUN_DIR, study.csv in the first SWEEP_DIR).")
-_PLOTS = flags.DEFINE_bool("plots", True, "Redraw every run's figures into RUN_DIR/plots/, or "
+_PLOTS = flags.DEFINE_bool("plots", True, "Draw every run's figures into RUN_DIR/plots/, or "
                                           "the study figures of sweeps.")
-
-# (column title, metric name; {b} is the run's ECE bin count).
-METRIC_COLUMNS = (("test error", "test_error"), ("ECE (clean)", "test_ece_{b}"),
-                  ("ECE (noisy)", "test_noisy_ece_{b}"), ("NLL", "test_nll"),
-                  ("overconfidence", "test_overconfidence"), ("|p - p_true|", "true_abs_error"))
-CSV_NAMES = {"test error": "test_error", "ECE (clean)": "ece_clean", "ECE (noisy)": "ece_noisy",
-             "NLL": "nll", "overconfidence": "overconfidence", "|p - p_true|": "true_abs_error"}
-MODEL_NAMES = {"dense": "dense", "best": "best pruned", "best_val": "best pruned (val)"}
-
-
-class ReportError(Exception):
-    """A run directory cannot be reported on."""
-
-
-def load_rows(path: str) -> tuple[list[dict[str, Any]], int]:
-    """The metrics rows and ECE bin count of the run in ``path``.
-
-    Raises:
-      ReportError: ``path`` is not a run directory, or the run has no finished level.
-    """
-    rundir = RunDir(path)
-    if not rundir.root.is_dir():
-        raise ReportError(f"{path} is not a directory")
-    if not rundir.config.is_file():
-        raise ReportError(f"{path} is not an imp_jax run directory (no config.json)")
-    try:
-        num_bins = int(json.loads(rundir.config.read_text())["eval"]["num_bins"])
-        rows = rundir.read_rows()
-    except (ValueError, KeyError, TypeError, RunDirError) as e:
-        raise ReportError(f"{path}: unreadable run directory ({e})") from e
-    if not rows:
-        raise ReportError(f"{path} has no finished level yet (metrics.jsonl is empty or missing)")
-    return rows, num_bins
-
-
-def _pair(value: dict[str, float | None] | None) -> tuple[float | None, float | None] | None:
-    return None if value is None else (value["mean"], value["std"])
-
-
-def table_rows(run: str, rows: list[dict[str, Any]], num_bins: int) -> list[dict[str, Any]]:
-    """One record per compared model of a run: run, model, level, weights and, per metric
-    column, ``(mean, std)`` or None where the run lacks the metric. While the minimum is not
-    reached, the best pruned model's record says so and holds no values."""
-    summary = analysis.summarise(rows, num_bins=num_bins)
-    records = []
-    for key in ("dense", "best", *(["best_val"] if "best_val" in summary["models"] else [])):
-        model = summary["models"].get(key)
-        if model is None:
-            records.append({"run": run, "model": f"{MODEL_NAMES[key]} "
-                                                  f"({summary['landmarks']['status']})",
-                            "level": None, "weights": None,
-                            **{title: None for title, _ in METRIC_COLUMNS}})
-            continue
-        record = {"run": run, "model": MODEL_NAMES[key], "level": model["level"],
-                  "weights": model["remaining_weights"]}
-        for title, metric in METRIC_COLUMNS:
-            record[title] = _pair(model["metrics"].get(metric.format(b=num_bins)))
-        records.append(record)
-    return records
-
-
-def _columns(records: list[dict[str, Any]]) -> list[str]:
-    # The mixture-only column is shown only when some run has it.
-    return ["run", "model", "level", "weights",
-            *(t for t, _ in METRIC_COLUMNS if any(r[t] is not None for r in records))]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, tuple):
-        mean, std = value
-        if isinstance(mean, int):  # a count
-            return f"{mean} ± {std}"
-        return "–" if mean is None else f"{mean:.4f} ± {std or 0.0:.4f}"
-    return str(value)
-
-
-def markdown(records: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    """The records as a markdown table (mean ± std over replicates); ``columns`` default to
-    those of :func:`table_rows` records."""
-    columns = columns or _columns(records)
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"
-
-    return "\n".join([line(columns), "|" + "---|" * len(columns),
-                      *(line([_cell(r[c]) for c in columns]) for r in records)])
-
-
-def write_csv(records: list[dict[str, Any]], path: Path, columns: list[str] | None = None,
-              names: dict[str, str] | None = None) -> None:
-    """The records as CSV, each column under its name in ``names`` (default
-    :data:`CSV_NAMES`; else its title); a column of ``(mean, std)`` cells becomes two, the
-    second ``<name>_std``."""
-    columns = columns or _columns(records)
-    names = CSV_NAMES if names is None else names
-    paired = {c for c in columns if any(isinstance(r[c], tuple) for r in records)}
-    header = [n for c in columns
-              for n in ((names.get(c, c), names.get(c, c) + "_std") if c in paired
-                        else (names.get(c, c),))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for r in records:
-            values = []
-            for c in columns:
-                if c not in paired:
-                    values.append("" if r[c] is None else r[c])
-                else:
-                    values += ["", ""] if r[c] is None else list(r[c])
-            writer.writerow(values)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sweeps.
-
-SWEEP_FILE = "sweep.json"
-# Study table columns after the sweep and its axes: (title, CSV name).
-STUDY_COLUMNS = (("replicates", "replicates"), ("weights", "weights"),
-                 ("test error (dense)", "dense_test_error"), ("ECE (dense)", "dense_ece"),
-                 ("best level", "best_level"), ("effective parameters", "effective_parameters"),
-                 ("effective (per replicate)", "effective_parameters_replicates"),
-                 ("test error (best)", "best_test_error"), ("ECE (best)", "best_ece"),
-                 ("SDD", "status"))
-
-
-def is_sweep(path: str) -> bool:
-    """Whether ``path`` is a sweep directory (it holds ``sweep.json``)."""
-    return (Path(path) / SWEEP_FILE).is_file()
-
-
-@dataclasses.dataclass(frozen=True)
-class Study:
-    """The records (:func:`imp_jax.analysis.study_records`) of one sweep directory."""
-
-    path: Path
-    label: str  # the sweep's config name
-    axes: list[str]  # swept axes shown in tables and figures (the seeds are pooled)
-    records: list[dict[str, Any]]
-    num_bins: int
-
-
-def load_study(path: str) -> Study:
-    """Reads ``sweep.json`` and every started point's metrics rows.
-
-    Raises:
-      ReportError: ``sweep.json`` is unreadable, or no point has a finished level yet.
-    """
-    root = Path(path)
-    try:
-        sweep = json.loads((root / SWEEP_FILE).read_text())
-        points = [(p["values"], root / p["dir"]) for p in sweep["points"]]
-        label = sweep["name"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ReportError(f"{path}: unreadable {SWEEP_FILE} ({e})") from e
-    loaded, unfinished = [], set()
-    num_bins = None
-    for values, run_dir in points:
-        try:
-            rows, num_bins = load_rows(str(run_dir))
-        except ReportError as e:
-            logging.info("%s: leaving out %s (%s)", path, run_dir.name, e)
-            continue
-        loaded.append((values, rows))
-        try:
-            finished = json.loads(RunDir(run_dir).summary.read_text()).get("finished")
-        except (OSError, ValueError):  # killed before its first summary
-            finished = False
-        if not finished:
-            unfinished.add(tuple(sorted((k, v) for k, v in values.items() if k != "seed")))
-    if num_bins is None:
-        raise ReportError(f"{path}: no point of the sweep has a finished level yet")
-    records = analysis.study_records(loaded, num_bins=num_bins)
-    for r in records:
-        if tuple(sorted(r["values"].items())) in unfinished:
-            r["status"] += " (unfinished)"
-    axes = [a for a in ("width", "nu") if any(a in values for values, _ in points)]
-    return Study(root, label, axes, records, num_bins)
-
-
-def study_rows(study: Study) -> list[dict[str, Any]]:
-    """One table record per setting of the study (``(mean, std)`` cells over replicates)."""
-    pair = _pair
-    ece = f"test_ece_{study.num_bins}"
-    out = []
-    for r in study.records:
-        dense = r["models"]["dense"]["metrics"]
-        best = r["models"].get("best", {}).get("metrics", {})  # absent: minimum not reached
-        out.append({
-            "sweep": study.label, **{a: r["values"].get(a) for a in study.axes},
-            "replicates": r["replicates"], "weights": r["total_weights"],
-            "test error (dense)": pair(dense["test_error"]), "ECE (dense)": pair(dense[ece]),
-            "best level": r["best_level"], "effective parameters": r["effective_parameters"],
-            "effective (per replicate)": tuple(
-                round(v or 0.0) for v in pair(r["effective_parameters_replicates"])),
-            "test error (best)": pair(best.get("test_error")),
-            "ECE (best)": pair(best.get(ece)), "SDD": r["status"]})
-    return out
-
-
-# The study's own table: per width, the full and the best pruned network's kernel weights and
-# test errors (mean ± std over replicates): (title, CSV name).
-PAPER_COLUMNS = (("full weights", "full_weights"), ("best pruned weights", "best_weights"),
-                 ("test error (full)", "full_test_error"),
-                 ("test error (pruned)", "best_test_error"))
-
-
-def paper_rows(study: Study) -> list[dict[str, Any]]:
-    """One record per setting in the study's own table format (see :data:`PAPER_COLUMNS`)."""
-    out = []
-    for r in study.records:
-        best = r["models"].get("best")
-        out.append({"sweep": study.label, **{a: r["values"].get(a) for a in study.axes},
-                    "full weights": r["total_weights"],
-                    "best pruned weights": r["effective_parameters"],
-                    "test error (full)": _pair(r["models"]["dense"]["metrics"]["test_error"]),
-                    "test error (pruned)": _pair(best["metrics"]["test_error"]) if best
-                    else None})
-    return out
-
-
-def calibration_rows(study: Study) -> list[dict[str, Any]]:
-    """The study's comparison of the best pruned models with the full networks and the best
-    small full network (the width whose full network errs least,
-    :func:`imp_jax.analysis.best_small_full`): one record per model, with the columns of
-    :data:`METRIC_COLUMNS` (calibration and, for mixtures, |p - p_true|)."""
-
-    def record(kind: str, r: dict[str, Any], key: str) -> dict[str, Any]:
-        model = r["models"][key]
-        values = ", ".join(f"{k}={v:g}" for k, v in r["values"].items())
-        out = {"sweep": study.label, "model": f"{kind} ({values})", "level": model["level"],
-               "weights": model["remaining_weights"]}
-        for title, metric in METRIC_COLUMNS:
-            out[title] = _pair(model["metrics"].get(metric.format(b=study.num_bins)))
-        return out
-
-    rows = [record("best small full", small["record"], "dense")
-            for small in analysis.best_small_full(study.records)]
-    for r in study.records:
-        rows.append(record("full", r, "dense"))
-        if "best" in r["models"]:
-            rows.append(record("best pruned", r, "best"))
-    return rows
-
-
-def _series(studies: list[Study], axis: str) -> dict[str, list[dict[str, Any]]]:
-    """Records of the studies sweeping ``axis``, one series per sweep and value of the other
-    axes."""
-    series: dict[str, list[dict[str, Any]]] = {}
-    for study in studies:
-        for r in study.records:
-            if axis in r["values"]:
-                others = ", ".join(f"{k}={v:g}" for k, v in r["values"].items() if k != axis)
-                series.setdefault(study.label + (f" ({others})" if others else ""), []).append(r)
-    return series
-
-
-def write_study_plots(studies: list[Study]) -> list[Path]:
-    """The study figures (see the module docstring); returns the paths."""
-    paths = []
-    for study in studies:
-        if "width" in study.axes:
-            paths += plots.study_double_descent(study.records, study.path / "plots",
-                                                title=study.label)
-    out = studies[0].path / "plots"
-    for axis, against in (("width", "weights"), ("nu", "nu")):
-        series = _series(studies, axis)
-        if any(r["effective_parameters"] is not None for s in series.values() for r in s):
-            paths += plots.effective_parameters(series, out, against=against)
-        elif series:
-            logging.info("no effective number of parameters against %s yet: no point has "
-                         "passed its minimum", against)
-    return paths
-
-
-def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
-                  comparisons: bool = False) -> str:
-    """Loads the sweeps in ``paths``, writes the study CSV (and figures if ``draw``) and
-    returns the markdown table.
-
-    With ``comparisons``, also the study's own table (:func:`paper_rows`) and the calibration of
-    full, best small full and best pruned networks (:func:`calibration_rows`) of the width
-    sweeps, each after a blank line and written beside the study CSV as ``<name>_paper.csv``
-    and ``<name>_calibration.csv``.
-
-    Raises:
-      ReportError: a path is not a readable sweep with a finished level.
-    """
-    studies = [load_study(path) for path in paths]
-    axes = [a for a in ("width", "nu") if any(a in s.axes for s in studies)]
-    records = [{**dict.fromkeys(axes), **r} for s in studies for r in study_rows(s)]
-    columns = ["sweep", *axes, *(title for title, _ in STUDY_COLUMNS)]
-    path = Path(csv_path or studies[0].path / "study.csv")
-    write_csv(records, path, columns, dict(STUDY_COLUMNS))
-    logging.info("wrote %s", path)
-    tables = [markdown(records, columns)]
-    widths = [s for s in studies if "width" in s.axes]
-    if comparisons and widths:
-        paper = [{**dict.fromkeys(axes), **r} for s in widths for r in paper_rows(s)]
-        paper_columns = ["sweep", *axes, *(title for title, _ in PAPER_COLUMNS)]
-        calibration = [r for s in widths for r in calibration_rows(s)]
-        calibration_columns = ["sweep", *_columns(calibration)[1:]]
-        for name, rows, cols, names in (
-                ("paper", paper, paper_columns, dict(PAPER_COLUMNS)),
-                ("calibration", calibration, calibration_columns, None)):
-            extra = path.with_name(f"{path.stem}_{name}.csv")
-            write_csv(rows, extra, cols, names)
-            logging.info("wrote %s", extra)
-            tables.append(markdown(rows, cols))
-    if draw:
-        written = write_study_plots(studies)
-        logging.info("wrote %d study figure files", len(written))
-    return "\n\n".join(tables)
+_REDRAW = flags.DEFINE_bool("redraw", False, "Draw run figures even when they are newer than "
+                                             "the run's metrics.")
 
 
 def main(argv: list[str]) -> int:
     cli.setup_logging()
-    run_dirs = argv[1:]
-    if not run_dirs:
+    paths = argv[1:]
+    if not paths:
         raise app.UsageError("give at least one run or sweep directory")
-    sweeps = [path for path in run_dirs if is_sweep(path)]
-    try:
-        if sweeps and len(sweeps) < len(run_dirs):
-            raise ReportError("give either run directories or sweep directories, not both")
+
+    def tables() -> str:
+        sweeps = [path for path in paths if report.is_sweep(path)]
+        if sweeps and len(sweeps) < len(paths):
+            raise report.ReportError("give either run directories or sweep directories, not "
+                                     "both")
         if sweeps:
-            print(report_sweeps(sweeps, csv_path=_CSV.value, draw=_PLOTS.value,
-                                comparisons=True))
-            return 0
-    except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:  # every path is checked before any figure is drawn
-        loaded = {path: load_rows(path) for path in run_dirs}
-    except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    records = [r for path, (rows, bins) in loaded.items() for r in table_rows(path, rows, bins)]
-    if _PLOTS.value:
-        for path in run_dirs:
-            run = imp.open_run(path)
-            try:
-                written = plots.write_run_plots(run)
-            finally:
-                run.ckpt.close()
-            logging.info("%s: wrote %d figure files to %s", path, len(written), run.dir.plots)
-    print(markdown(records))
-    csv_path = Path(_CSV.value or Path(run_dirs[0]) / "report.csv")
-    write_csv(records, csv_path)
-    logging.info("wrote %s", csv_path)
-    return 0
+            return report.report_sweeps(sweeps, csv_path=_CSV.value, draw=_PLOTS.value,
+                                        comparisons=True)
+        return report.report_runs(paths, csv_path=_CSV.value, draw=_PLOTS.value,
+                                  redraw=_REDRAW.value)
+
+    text, code = cli.call(tables)
+    if code is None:
+        print(text)
+    return code or 0
 
 
 if __name__ == "__main__":

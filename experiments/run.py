@@ -2,17 +2,18 @@
 
     python -m experiments.run --config=configs/mnist_noise.py [--workdir=DIR]
     python -m experiments.run --config=configs/mnist_noise.py:smoke --config.imp.levels=3
+    python -m experiments.run --config=configs/mnist_noise.py --print_config
 
-Every config field can be overridden as ``--config.a.b=value``. Without ``--workdir`` the run
-directory is ``runs/<name>-<hash of the results-determining fields>``, so running the same command
-again resumes the run, or reports it finished.
+Every config field can be overridden as ``--config.a.b=value`` (the fields, their defaults and
+documentation: ``imp_jax/config.py``, or ``--print_config``). Without ``--workdir`` the run
+directory is ``runs/<name>-<hash of the results-determining fields>``, so running the same
+command again resumes the run, or reports it finished.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,11 +23,15 @@ from ml_collections import config_flags
 
 from experiments import cli
 from imp_jax import config as config_lib
-from imp_jax import imp, plots
+from imp_jax import imp, report
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:arg]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/NAME.py[:arg]); override fields as --config.a.b=value "
+    "(every field is documented in imp_jax/config.py; --print_config lists them).",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (default: derived from the config).")
+_PRINT = flags.DEFINE_bool("print_config", False, "Print the resolved config, the run directory "
+                           "and what running would do; then exit without training or writing.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first: one process per host (TPU "
     "pods and SLURM/Open MPI clusters are detected; elsewhere give the three flags below).")
@@ -41,27 +46,6 @@ def default_workdir(config) -> str:
     return os.path.join("runs", f"{config.name}-{config_lib.fingerprint(config)}")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a bad flag or config override reported as one ``error:`` line
-    (exit 2) instead of absl's usage text or a traceback."""
-    try:
-        rest = flags.FLAGS(argv)
-        _CONFIG.value.keys()  # a config file that failed to load raises only when first used
-        return rest
-    except (flags.Error, AttributeError, KeyError, OSError) as e:
-        # ml_collections raises a bare AttributeError/KeyError for an override of a field that
-        # does not exist; name the field the way config validation does.
-        unknown = [name for name in (a.split("=", 1)[0].removeprefix("--") for a in argv[1:])
-                   if name.startswith("config.")
-                   and name.removeprefix("config.") not in config_lib.RULES]
-        if unknown and isinstance(e, (AttributeError, KeyError)):
-            message = f"{unknown[0]}: unknown field"
-        else:  # errors from loading the config file end with the cause, after a traceback
-            message = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -74,12 +58,16 @@ def main(argv: list[str]) -> int:
     def start() -> tuple[str, dict]:
         config_lib.validate(config)  # before anything is created on disk
         workdir = _WORKDIR.value or default_workdir(config)
+        if _PRINT.value:
+            print(config_lib.describe(config))
+            print(f"\nrun directory: {workdir}\n{workdir} {imp.plan(config, workdir)}")
+            return workdir, {}
         logging.info("run directory: %s", workdir)
         return workdir, imp.run(config, workdir)
 
     result, code = cli.call(start)
-    if code is not None:
-        return code
+    if code is not None or _PRINT.value:
+        return code or 0
     workdir, summary = result
     if summary["best_level"] is None:
         logging.info("no best pruned model yet (%s); dense test error %.4f",
@@ -92,17 +80,11 @@ def main(argv: list[str]) -> int:
         logging.info("draw the figures with: python -m experiments.report %s", workdir)
         return 0
     try:
-        runner = imp.open_run(workdir)
-        try:
-            written = plots.write_run_plots(runner)
-        finally:
-            runner.ckpt.close()
-        logging.info("wrote %d figure files to %s", len(written), runner.dir.plots)
+        report.draw_run_figures(workdir)
     except Exception:  # the run is saved and finished: a figure must not turn it into a failure
-        logging.exception("drawing the figures failed; retry with: python -m experiments.report "
-                          "%s", workdir)
+        cli.log_failure("drawing the figures", f"python -m experiments.report {workdir}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _CONFIG))

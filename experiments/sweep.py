@@ -1,6 +1,7 @@
 """Runs (or resumes) every point of a sweep, then prints the study table.
 
     python -m experiments.sweep --config=configs/mixture_linear_widths.py:smoke [--sweep_dir=DIR]
+    python -m experiments.sweep --config=configs/mixture_linear_widths.py --print_config
 
 The config is a sweep config (see ``imp_jax/sweep.py``); every ``--config.x=y`` override applies
 to every point, and ``--config.sweep.width='(5,10)'`` changes an axis. Each point is an ordinary
@@ -20,115 +21,32 @@ them).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import cli, report
+from experiments import cli
 from imp_jax import config as config_lib
-from imp_jax import imp
+from imp_jax import imp, report
 from imp_jax import sweep as sweep_lib
-from imp_jax.rundir import RunDir, RunDirError, write_json
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file "
-                                          "(configs/NAME.py[:arg]).", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Sweep config file (configs/NAME.py[:arg]); override fields as "
+    "--config.a.b=value (documented in imp_jax/config.py and imp_jax/sweep.py).",
+    lock_config=True)
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", "", "Sweep directory (default: derived from the "
                                                   "config).")
 _LOG_LEVELS = flags.DEFINE_bool("log_levels", False, "Also log every level of every point.")
+_PRINT = flags.DEFINE_bool("print_config", False, "Print the resolved sweep config, its points "
+                           "and what running would do to each; then exit without training or "
+                           "writing.")
 flags.mark_flags_as_required(["config"])
-
-
-def default_sweep_dir(config: ml_collections.ConfigDict) -> str:
-    """``runs/<name>-<fingerprint of the sweep>`` (see :func:`imp_jax.sweep.fingerprint`)."""
-    return os.path.join("runs", f"{config.name}-{sweep_lib.fingerprint(config)}")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def claim(sweep_dir: Path, config: ml_collections.ConfigDict,
-          points: list[sweep_lib.Point]) -> None:
-    """Checks ``sweep_dir`` can hold this sweep, then writes its ``sweep.json``.
-
-    Raises:
-      RunDirError: the directory holds another sweep or is not a sweep directory, or a point's
-        run directory holds a run of another config.
-    """
-    sweep_file = sweep_dir / report.SWEEP_FILE
-    fingerprint = sweep_lib.fingerprint(config)
-    if sweep_file.exists():
-        old = _read_json(sweep_file)
-        if not isinstance(old, dict) or old.get("fingerprint") != fingerprint:
-            raise RunDirError(f"{sweep_dir} holds another sweep (its {report.SWEEP_FILE} has "
-                              f"another fingerprint); choose another --sweep_dir or omit it")
-    elif sweep_dir.exists() and (not sweep_dir.is_dir() or any(sweep_dir.iterdir())):
-        raise RunDirError(f"{sweep_dir} exists and has no {report.SWEEP_FILE}: not a sweep "
-                          f"directory")
-    for point in points:
-        stored = _read_json(RunDir(sweep_dir / point.name).config)
-        if stored is not None and config_lib.identity(ml_collections.ConfigDict(stored)) != \
-                config_lib.identity(point.config):
-            raise RunDirError(f"{sweep_dir / point.name} holds a run of another config than "
-                              f"point {point.name}; choose another --sweep_dir or omit it")
-    write_json(sweep_file, {
-        "name": config.name, "fingerprint": fingerprint,
-        "config": config_lib.to_json_dict(config),
-        "points": [{"name": p.name, "values": p.values, "dir": p.name} for p in points]})
-
-
-def finished_summary(run_dir: Path, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-    """The summary of a finished run in ``run_dir`` stopped by the same conditions as
-    ``config`` (``imp.levels``, ``imp.min_weights``), else None (the run must continue)."""
-    summary = _read_json(RunDir(run_dir).summary)
-    stored = _read_json(RunDir(run_dir).config)
-    if not (isinstance(summary, dict) and summary.get("finished") and isinstance(stored, dict)):
-        return None
-    stops = ("levels", "min_weights")
-    same = all(stored.get("imp", {}).get(k) == config.imp[k] for k in stops)
-    return summary if same else None
-
-
-def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Runs or resumes every point of the sweep ``config`` in ``sweep_dir``, in order; returns
-    their summaries.
-
-    Raises:
-      imp_jax.config.ConfigError: a bad sweep or point config, before anything is written.
-      RunDirError: see :func:`claim`, also before any point runs.
-      imp.RunInterruptedError, imp.TrainingDivergedError: from the point being run.
-    """
-    points = sweep_lib.points(config)
-    root = Path(sweep_dir)
-    claim(root, config, points)
-    summaries = []
-    for i, point in enumerate(points, 1):
-        start = time.perf_counter()
-        summary = finished_summary(root / point.name, point.config)
-        done_before = summary is not None
-        if summary is None:
-            summary = imp.run(point.config, str(root / point.name))
-        best = ("no best pruned model yet" if summary["best_level"] is None else
-                f"{summary['effective_parameters']} weights (level {summary['best_level']}), "
-                f"test error {summary['best_test_error']:.4f}")
-        logging.info("point %d/%d %s: %s | %d weights, test error %.4f -> %s | %.1f s", i,
-                     len(points), point.name, "finished before" if done_before else "ran",
-                     summary["total_weights"], summary["dense_test_error"], best,
-                     time.perf_counter() - start)
-        summaries.append(summary)
-    return summaries
 
 
 def main(argv: list[str]) -> int:
@@ -141,21 +59,29 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
 
     def sweep() -> str:
-        sweep_dir = _SWEEP_DIR.value or default_sweep_dir(config)
-        run_sweep(config, sweep_dir)
+        sweep_dir = _SWEEP_DIR.value or sweep_lib.default_sweep_dir(config)
+        if _PRINT.value:
+            points = sweep_lib.points(config)
+            sweep_lib.check_sweep_dir(Path(sweep_dir), config, points)
+            print(config_lib.describe(config))
+            print(f"\nsweep directory: {sweep_dir}")
+            for point in points:
+                path = os.path.join(sweep_dir, point.name)
+                print(f"  {point.name}: {path} {imp.plan(point.config, path)}")
+            return sweep_dir
+        sweep_lib.run_sweep(config, sweep_dir)
         return sweep_dir
 
     sweep_dir, code = cli.call(sweep)
-    if code is not None:
-        return code
+    if code is not None or _PRINT.value:
+        return code or 0
     logging.info("sweep in %s finished in %.1f s", sweep_dir, time.perf_counter() - start)
     try:
         print(report.report_sweeps([sweep_dir]))
     except Exception:  # every point is saved and finished: a table must not turn it into a failure
-        logging.exception("the study report failed; retry with: python -m experiments.report "
-                          "%s", sweep_dir)
+        cli.log_failure("the study report", f"python -m experiments.report {sweep_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _CONFIG))

@@ -6,11 +6,14 @@
 
 Each checkpoint holds the train state pytree and a small JSON ``meta`` item. Orbax commits a
 checkpoint by renaming a finished temporary directory, so a kill mid-write leaves no partial one.
+:class:`Checkpoints` names what each series holds (``save_level``, ``restore_rewind``,
+``latest_progress``, ...) and keeps the metadata and the progress index to itself.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,18 +61,71 @@ def _cause(e: Exception) -> str:
 
 
 class Checkpoints:
-    """The three checkpoint series of one run directory."""
+    """The three checkpoint series of one run directory; ``read_only`` opens them for readers,
+    which create and change nothing."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, read_only: bool = False) -> None:
         def manager(name: str, keep: int | None) -> ocp.CheckpointManager:
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False)
+                max_to_keep=keep, create=not read_only, read_only=read_only,
+                enable_async_checkpointing=False)
             return ocp.CheckpointManager(Path(root).resolve() / name, options=options)
 
         _quiet_abandoned_io()
         self.rewind = manager("rewind", 1)
         self.levels = manager("levels", None)
         self.progress = manager("progress", 1)
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what each series holds --------------------------------------------------------------
+
+    def save_rewind(self, step: int, state: PyTree) -> None:
+        """The rewind point: the state after ``step`` training steps of level 0."""
+        self.save(self.rewind, step, state, {"step": step})
+
+    def restore_rewind(self, step: int, target: PyTree) -> PyTree:
+        return self.restore(self.rewind, step, target)[0]
+
+    def save_level(self, level: int, state: PyTree) -> None:
+        """The trained state at the end of ``level``."""
+        self.save(self.levels, level, state, {"level": level})
+
+    def restore_level(self, level: int, target: PyTree) -> PyTree:
+        return self.restore(self.levels, level, target)[0]
+
+    def finished_levels(self) -> list[int]:
+        """The levels whose trained state is saved, in order."""
+        return sorted(self.levels.all_steps())
+
+    def save_progress(self, level: int, step: int, total_steps: int, state: PyTree) -> None:
+        """The in-level state of ``level`` after ``step`` of its ``total_steps`` steps."""
+        # One index series over all levels: Orbax keeps the latest, and indices only grow.
+        self.save(self.progress, level * (total_steps + 1) + step, state,
+                  {"level": level, "step": step})
+
+    def latest_progress(self, level: int, target: PyTree) -> PyTree | None:
+        """The latest in-level state of ``level``, or None (none saved, another level's, or
+        unreadable: that one is deleted, since training is deterministic and the level can be
+        redone from its start)."""
+        latest = self.progress.latest_step()
+        if latest is None:
+            return None
+        try:
+            state, meta = self.restore(self.progress, latest, target)
+        except CheckpointError as e:
+            logging.getLogger(__name__).warning("%s; restarting level %d from its beginning",
+                                                e, level)
+            self.progress.delete(latest)  # else it would block a save at that index
+            return None
+        if meta["level"] != level:
+            return None
+        logging.getLogger(__name__).info("level %d: resuming at step %d", level, meta["step"])
+        return state
 
     @staticmethod
     def save(manager: ocp.CheckpointManager, index: int, state: PyTree,

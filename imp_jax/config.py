@@ -8,135 +8,62 @@ the results (what a run directory is keyed on).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ml_collections
 
-from imp_jax import data, masks, models, parallel, train
+from imp_jax import data, masks, models, parallel, pruning, tasks, train
 
-PRUNE_METHODS = ("magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise")
-# Fields that do not change what a run computes: where data lives, how often to checkpoint or
-# log, evaluation batching, and the stop conditions (raising them extends a finished run).
-NON_IDENTITY_FIELDS = ("data.data_dir", "data.manual_dir", "checkpoint.every_epochs",
-                       "log.every_epochs", "train.eval_batch_size", "imp.levels",
-                       "imp.min_weights", "parallel.mode", "parallel.replicate_batching")
+# Fields that do not change what a run computes are marked ``identity=False``: where data
+# lives, how often to checkpoint or log, evaluation batching, the device layout and the stop
+# conditions (raising them extends a finished run).
 _REWIND = re.compile(r"^(\d+)(it|ep)?$")
+# Seeds feed jax.random.key, which takes a signed 64-bit integer.
+_MAX_SEED = 2**63 - 1
 
 
 class ConfigError(ValueError):
     """A config field has an invalid value; the message names the field."""
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Every field with its default; configs override what they need."""
-    c = ml_collections.ConfigDict()
-    c.name = "run"
-    c.seed = 0  # model init and data order; replicate r uses fold_in(seed, r)
-    c.replicates = 1
-
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "mnist"
-    c.data.data_dir = ""  # tensorflow-datasets data_dir ("" = its default)
-    c.data.manual_dir = ""  # folder holding the original archives, for offline preparation
-    c.data.label_noise = 0.0
-    c.data.seed = 0  # subset, split and label noise: the same for every replicate
-    c.data.train_subset = 0  # 0 = the whole training set
-    c.data.validation_size = 0
-    c.data.mixture_nu = 0.0
-    c.data.mixture_dim = 100
-    c.data.mixture_train = 10_000
-    c.data.mixture_test = 5_000
-    c.data.classes = 0  # 0 = all; k = only the first k classes (labels 0..k-1)
-    c.data.augment = False  # random flip + 4-pixel-padded crop; images kept uint8 on device
-    # Per-channel statistics the images are standardised with: the dataset's own, or
-    # "imagenet" (RGB datasets only), which the reference code's CIFAR-10 loader uses.
-    c.data.normalisation = "dataset"
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "fcn"
-    c.model.hidden = (300,)
-    c.model.use_bias = True
-    c.model.init = "kaiming_normal"
-    c.model.bias_init = "zeros"  # or "torch_default", U(+-1/sqrt(fan_in)) as the reference code
-    c.model.bn_init = "ones"  # BatchNorm scales; or "uniform", U(0, 1) as the reference code
-    c.model.width = 0  # ResNet W or VGG-16 base width; 0 = the standard one (16, 64)
-    c.model.blocks_per_stage = 3  # ResNet: 3 = CIFAR "ResNet-18" (20 layers), 1 = "ResNet-6"
-    c.model.growth_rate = 32  # DenseNet-121's k
-
-    c.train = ml_collections.ConfigDict()
-    c.train.epochs = 1
-    c.train.batch_size = 128
-    c.train.lr = 0.1
-    c.train.momentum = 0.0
-    c.train.nesterov = False
-    c.train.weight_decay = 0.0
-    c.train.lr_decay_epochs = ()  # epochs at which the learning rate is multiplied by lr_decay
-    c.train.lr_decay = 0.1
-    c.train.eval_batch_size = 10_000
-    c.train.on_divergence = "stop"  # NaN/inf loss: "stop" the run, or "skip_replicate"
-
-    c.prune = ml_collections.ConfigDict()
-    c.prune.method = "magnitude_global"
-    c.prune.fraction = 0.2
-    c.prune.exclude = ()  # regexes of leaf paths never pruned, e.g. ("^output/",)
-    # How many weights a level removes: "exact" = ceil(fraction * prunable remaining);
-    # "openlth" = the reference code's ceil(fraction * all kernel weights remaining) + 1 (see
-    # imp_jax.masks.num_to_prune), which the study's published counts follow.
-    c.prune.count = "exact"
-
-    c.imp = ml_collections.ConfigDict()
-    c.imp.levels = 10  # pruning rounds after the dense level 0
-    c.imp.rewind = "0"  # "0": initial weights; "500it" / "500": after 500 steps; "10ep": epochs
-    c.imp.min_weights = 0  # stop before a level would keep fewer prunable weights than this
-    c.imp.reinit = False  # control: train each pruned mask from a fresh random initialisation
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_epochs = 10  # in-level checkpoints; 0 = only at the end of each level
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.num_bins = 15
-    c.eval.fresh_points = 100_000  # mixtures: fresh points to compare with the exact p(y|x)
-
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.mode = "batch"  # split each minibatch over the devices, or "replicates"
-    # How replicates are computed on a device: "vmap", "unroll", "map" (see
-    # imp_jax.train.REPLICATE_BATCHING), or "auto": vmap on accelerators, the faster of the
-    # other two on a CPU.
-    c.parallel.replicate_batching = "auto"
-
-    c.log = ml_collections.ConfigDict()
-    c.log.every_epochs = 10  # progress lines within a level; 0 = none
-    return c
+Check = Callable[[Any], "str | None"]
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int that is not a bool."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def is_number(v: Any) -> bool:
+    """An int or float that is not a bool, nor NaN."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
-def _int_at_least(lo: int) -> Callable[[Any], str | None]:
-    return lambda v: None if _is_int(v) and v >= lo else f"must be an integer >= {lo}"
-
-
-def _number_in(lo: float, hi: float, *, lo_open: bool = False,
-               hi_open: bool = False) -> Callable[[Any], str | None]:
+def _int_in(lo: int, hi: int | None = None) -> Check:
     def check(v):
-        if not _is_num(v) or v != v:
+        if is_int(v) and v >= lo and (hi is None or v <= hi):
+            return None
+        return f"must be an integer >= {lo}" + ("" if hi is None else f" and <= {hi}")
+    return check
+
+
+def _number_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Check:
+    def check(v):
+        if not is_number(v):
             return "must be a number"
         if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
-            return (f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+            return f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
         return None
     return check
 
 
-def _one_of(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+def _one_of(options: Iterable[str]) -> Check:
+    options = tuple(options)
     return lambda v: None if v in options else f"must be one of {options}"
 
 
@@ -148,13 +75,23 @@ def _is_str(v: Any) -> str | None:
     return None if isinstance(v, str) else "must be a string"
 
 
+def _name(v: Any) -> str | None:
+    ok = isinstance(v, str) and re.fullmatch(r"[\w.-]+", v)
+    return None if ok else "must be a non-empty name of letters, digits, '_', '-' or '.'"
+
+
+def _classes(v: Any) -> str | None:
+    return None if is_int(v) and (v == 0 or v >= 2) else (
+        "must be 0 (all classes) or an integer >= 2")
+
+
 def _hidden(v: Any) -> str | None:
-    ok = isinstance(v, (tuple, list)) and len(v) > 0 and all(_is_int(w) and w >= 1 for w in v)
+    ok = isinstance(v, (tuple, list)) and len(v) > 0 and all(is_int(w) and w >= 1 for w in v)
     return None if ok else "must be a non-empty tuple of positive integers, e.g. (300,)"
 
 
 def _epochs_list(v: Any) -> str | None:
-    ok = isinstance(v, (tuple, list)) and all(_is_int(e) and e >= 1 for e in v)
+    ok = isinstance(v, (tuple, list)) and all(is_int(e) and e >= 1 for e in v)
     return None if ok and list(v) == sorted(set(v)) else (
         "must be an increasing tuple of positive integers (epochs)")
 
@@ -175,67 +112,157 @@ def _rewind(v: Any) -> str | None:
     return None if ok else 'must look like "0", "500it" (steps) or "10ep" (epochs)'
 
 
-RULES: dict[str, Callable[[Any], str | None]] = {
-    "name": lambda v: None if isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) else (
-        "must be a non-empty name of letters, digits, '_', '-' or '.'"),
-    "seed": _int_at_least(0),
-    "replicates": _int_at_least(1),
-    "data.name": _one_of(data.DATASETS),
-    "data.data_dir": _is_str,
-    "data.manual_dir": _is_str,
-    "data.label_noise": _number_in(0.0, 1.0),
-    "data.seed": _int_at_least(0),
-    "data.train_subset": _int_at_least(0),
-    "data.validation_size": _int_at_least(0),
-    "data.mixture_nu": _number_in(0.0, float("inf"), hi_open=True),
-    "data.mixture_dim": _int_at_least(2),
-    "data.mixture_train": _int_at_least(1),
-    "data.mixture_test": _int_at_least(1),
-    "data.classes": lambda v: None if _is_int(v) and (v == 0 or v >= 2) else (
-        "must be 0 (all classes) or an integer >= 2"),
-    "data.augment": _is_bool,
-    "data.normalisation": _one_of(data.NORMALISATIONS),
-    "model.name": _one_of(models.MODELS),
-    "model.hidden": _hidden,
-    "model.use_bias": _is_bool,
-    "model.init": _one_of(tuple(models.INITS)),
-    "model.bias_init": _one_of(models.BIAS_INITS),
-    "model.bn_init": _one_of(models.BN_INITS),
-    "model.width": _int_at_least(0),
-    "model.blocks_per_stage": _int_at_least(1),
-    "model.growth_rate": _int_at_least(1),
-    "train.epochs": _int_at_least(1),
-    "train.batch_size": _int_at_least(1),
-    "train.lr": _number_in(0.0, float("inf"), lo_open=True, hi_open=True),
-    "train.momentum": _number_in(0.0, 1.0, hi_open=True),
-    "train.nesterov": _is_bool,
-    "train.weight_decay": _number_in(0.0, float("inf"), hi_open=True),
-    "train.lr_decay_epochs": _epochs_list,
-    "train.lr_decay": _number_in(0.0, 1.0, lo_open=True),
-    "train.eval_batch_size": _int_at_least(1),
-    "train.on_divergence": _one_of(("stop", "skip_replicate")),
-    "prune.method": _one_of(PRUNE_METHODS),
-    "prune.fraction": _number_in(0.0, 1.0, lo_open=True, hi_open=True),
-    "prune.exclude": _patterns,
-    "prune.count": _one_of(masks.COUNTS),
-    "imp.levels": _int_at_least(0),
-    "imp.rewind": _rewind,
-    "imp.min_weights": _int_at_least(0),
-    "imp.reinit": _is_bool,
-    "checkpoint.every_epochs": _int_at_least(0),
-    "eval.num_bins": _int_at_least(1),
-    "eval.fresh_points": _int_at_least(1),
-    "log.every_epochs": _int_at_least(0),
-    "parallel.mode": _one_of(parallel.MODES),
-    "parallel.replicate_batching": _one_of(("auto", *train.REPLICATE_BATCHING)),
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config field: its default, its check (None or what is wrong), its documentation, and
+    whether it is part of a run's identity (changes what the run computes)."""
+
+    default: Any
+    check: Check
+    doc: str
+    identity: bool = True
+
+
+# Every field, declared once, sections in dotted names (configs override what they need).
+FIELDS: dict[str, Field] = {
+    "name": Field("run", _name, "the run's name; default run directories are "
+                                "runs/<name>-<hash of the identity fields>"),
+    "seed": Field(0, _int_in(0, _MAX_SEED), "model init and data order; replicate r uses "
+                                            "fold_in(seed, r)"),
+    "replicates": Field(1, _int_in(1), "seeds run as one compiled program (they share the noisy "
+                                       "labels)"),
+    "data.name": Field("mnist", _one_of(tasks.TASKS), "the task (imp_jax.tasks)"),
+    "data.data_dir": Field("", _is_str, "tensorflow-datasets data_dir ('' = its default)",
+                           identity=False),
+    "data.manual_dir": Field("", _is_str, "folder of the original archives, to prepare a "
+                                          "dataset offline", identity=False),
+    "data.label_noise": Field(0.0, _number_in(0.0, 1.0), "fraction of training labels replaced "
+                                                         "by uniformly random ones"),
+    "data.seed": Field(0, _int_in(0, _MAX_SEED), "subset, split and label noise: the same for "
+                                                 "every replicate"),
+    "data.train_subset": Field(0, _int_in(0), "keep this many training examples (0 = all)"),
+    "data.validation_size": Field(0, _int_in(0), "examples held out of training for model "
+                                                 "selection"),
+    "data.mixture_nu": Field(0.0, _number_in(0.0, 100.0), "mixtures: the mean scale nu"),
+    "data.mixture_dim": Field(100, _int_in(2), "mixtures: the input dimension D"),
+    "data.mixture_train": Field(10_000, _int_in(1), "mixtures: training points"),
+    "data.mixture_test": Field(5_000, _int_in(1), "mixtures: test points"),
+    "data.classes": Field(0, _classes, "keep only the first k classes (0 = all)"),
+    "data.augment": Field(False, _is_bool, "random flip + 4-pixel-padded crop on device; "
+                                           "images kept uint8 on device"),
+    "data.normalisation": Field("dataset", _one_of(data.NORMALISATIONS),
+                                "channel statistics the images are standardised with: the "
+                                "dataset's own, or 'imagenet' (RGB datasets; the reference "
+                                "code's choice for CIFAR-10)"),
+    "model.name": Field("fcn", _one_of(models.MODELS), "the architecture (imp_jax.models)"),
+    "model.hidden": Field((300,), _hidden, "FCN: hidden widths"),
+    "model.use_bias": Field(True, _is_bool, "biases of the dense layers"),
+    "model.init": Field("kaiming_normal", _one_of(models.INITS), "kernel initialisation"),
+    "model.bias_init": Field("zeros", _one_of(models.BIAS_INITS),
+                             "dense biases: zeros, or 'torch_default' U(+-1/sqrt(fan_in)) as "
+                             "the reference code"),
+    "model.bn_init": Field("ones", _one_of(models.BN_INITS),
+                           "BatchNorm scales: ones, or 'uniform' U(0, 1) as the reference code"),
+    "model.width": Field(0, _int_in(0), "ResNet W or VGG-16 base width (0 = the standard one)"),
+    "model.blocks_per_stage": Field(3, _int_in(1), "ResNet: 3 = CIFAR 'ResNet-18' (20 layers), "
+                                                   "1 = 'ResNet-6'"),
+    "model.growth_rate": Field(32, _int_in(1), "DenseNet-121's k"),
+    "train.epochs": Field(1, _int_in(1), "epochs per level"),
+    "train.batch_size": Field(128, _int_in(1), "examples per step"),
+    "train.lr": Field(0.1, _number_in(0.0, float("inf"), lo_open=True, hi_open=True),
+                      "learning rate"),
+    "train.momentum": Field(0.0, _number_in(0.0, 1.0, hi_open=True), "SGD momentum"),
+    "train.nesterov": Field(False, _is_bool, "Nesterov momentum"),
+    "train.weight_decay": Field(0.0, _number_in(0.0, float("inf"), hi_open=True),
+                                "L2 penalty added to the gradient"),
+    "train.lr_decay_epochs": Field((), _epochs_list, "epochs at which the learning rate is "
+                                                     "multiplied by lr_decay"),
+    "train.lr_decay": Field(0.1, _number_in(0.0, 1.0, lo_open=True), "learning-rate factor"),
+    "train.eval_batch_size": Field(10_000, _int_in(1), "examples per evaluation batch",
+                                   identity=False),
+    "train.on_divergence": Field("stop", _one_of(("stop", "skip_replicate")),
+                                 "NaN/inf loss: stop the run, or skip the replicate"),
+    "prune.method": Field("magnitude_global", _one_of(pruning.METHODS),
+                          "the pruning rule (imp_jax.pruning), or a control"),
+    "prune.fraction": Field(0.2, _number_in(0.0, 1.0, lo_open=True, hi_open=True),
+                            "fraction of the remaining weights pruned a level"),
+    "prune.exclude": Field((), _patterns, "regexes of leaf paths never pruned, e.g. "
+                                          "('^output/',)"),
+    "prune.count": Field("exact", _one_of(masks.COUNTS),
+                         "'exact' = ceil(fraction x prunable remaining); 'openlth' = the "
+                         "reference code's ceil(fraction x all kernel weights remaining) + 1"),
+    "imp.levels": Field(10, _int_in(0), "pruning rounds after the dense level 0", identity=False),
+    "imp.rewind": Field("0", _rewind, "'0': initial weights; '500it' / '500': after 500 steps; "
+                                      "'10ep': after 10 epochs"),
+    "imp.min_weights": Field(0, _int_in(0), "stop before a level would keep fewer prunable "
+                                            "weights", identity=False),
+    "imp.reinit": Field(False, _is_bool, "control: train each pruned mask from a fresh random "
+                                         "initialisation"),
+    "checkpoint.every_epochs": Field(10, _int_in(0), "in-level checkpoints (0 = at the end of "
+                                                     "each level only)", identity=False),
+    "eval.num_bins": Field(15, _int_in(1), "ECE bins"),
+    "eval.fresh_points": Field(100_000, _int_in(1), "mixtures: fresh points compared with the "
+                                                    "exact p(y|x)"),
+    "log.every_epochs": Field(10, _int_in(0), "progress lines within a level every N epochs "
+                                              "(0 = none)", identity=False),
+    "parallel.mode": Field("batch", _one_of(parallel.MODES), "split each minibatch over the "
+                                                             "devices, or 'replicates'",
+                           identity=False),
+    "parallel.replicate_batching": Field("auto", _one_of(("auto", *train.REPLICATE_BATCHING)),
+                                         "vmap, unroll, map (imp_jax.train), or auto",
+                                         identity=False),
 }
+NON_IDENTITY_FIELDS = tuple(k for k, f in FIELDS.items() if not f.identity)
+# The check of every field, by dotted name.
+RULES: dict[str, Check] = {k: f.check for k, f in FIELDS.items()}
 
 
-def _flatten(c: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+def base_config() -> ml_collections.ConfigDict:
+    """Every field with its default (:data:`FIELDS`); configs override what they need."""
+    c = ml_collections.ConfigDict()
+    for key, field in FIELDS.items():
+        set_field(c, key, field.default, create=True)
+    return c
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value: Any, *,
+              create: bool = False) -> None:
+    """Sets the dotted field ``key`` of ``config`` (lists become tuples), creating sections
+    and fields only when ``create``.
+
+    Raises:
+      ConfigError: an unknown field, or a value of another type than the field's.
+    """
+    *sections, name = key.split(".")
+    target = config
+    try:
+        for section in sections:
+            if create and section not in target:
+                target[section] = ml_collections.ConfigDict()
+            target = target[section]
+        if not create and name not in target:
+            raise KeyError(name)
+        target[name] = tuple(value) if isinstance(value, list) else value
+    except KeyError as e:
+        raise ConfigError(f"config.{key}: unknown field") from e
+    except TypeError as e:
+        raise ConfigError(f"cannot set {key} to {value!r} ({e})") from e
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+    """Every field of ``config`` with its value and documentation, one per line."""
+    flat = flatten(config)
+    width = max(map(len, flat))
+    return "\n".join(f"{key:<{width}} = {flat[key]!r:<24} # {FIELDS[key].doc}"
+                     if key in FIELDS else f"{key:<{width}} = {flat[key]!r}" for key in flat)
+
+
+def flatten(c: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """The fields of ``c`` by dotted name."""
     out = {}
     for k, v in c.items():
         if isinstance(v, ml_collections.ConfigDict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -244,33 +271,33 @@ def _flatten(c: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field; raises :class:`ConfigError` naming the first bad field.
 
-    Checks that need the loaded data (a batch larger than the training set, a rewind point past
-    the end of training) are made by the driver before training starts.
+    Checks that need the loaded data or the model (a batch larger than the training set, a
+    rewind point past the end of training, exclusions that leave nothing prunable) are made
+    when the experiment is built, before training starts.
     """
     if "sweep" in config:
         raise ConfigError("config.sweep: this config is a sweep (see imp_jax.sweep); run it with "
                           "python -m experiments.sweep")
-    flat = _flatten(config)
-    known = set(_flatten(base_config()))
+    flat = flatten(config)
     for key in flat:
-        if key not in known:
+        if key not in FIELDS:
             raise ConfigError(f"config.{key}: unknown field")
-    for key in known:
+    for key, field in FIELDS.items():
         if key not in flat:
             raise ConfigError(f"config.{key}: missing (build configs on imp_jax.config."
                               f"base_config())")
-        problem = RULES[key](flat[key])
+        problem = field.check(flat[key])
         if problem:
             raise ConfigError(f"config.{key}: {problem}, got {flat[key]!r}")
-    if config.data.name.startswith("mixture_") and config.data.mixture_nu <= 0:
+    task = tasks.get(config.data.name)
+    if task.is_mixture and config.data.mixture_nu <= 0:
         raise ConfigError(f"config.data.mixture_nu: must be > 0 for {config.data.name}, got "
                           f"{config.data.mixture_nu!r}")
-    if config.data.name.startswith("mixture_") and config.data.mixture_dim % 2:
+    if task.is_mixture and config.data.mixture_dim % 2:
         raise ConfigError(f"config.data.mixture_dim: must be even, got {config.data.mixture_dim}")
-    if config.data.normalisation == "imagenet" and config.data.name not in ("cifar10",
-                                                                             "cifar100"):
-        raise ConfigError(f"config.data.normalisation: 'imagenet' is for the RGB datasets "
-                          f"(cifar10, cifar100), not {config.data.name!r}")
+    if config.data.normalisation == "imagenet" and not task.rgb:
+        raise ConfigError(f"config.data.normalisation: 'imagenet' is for RGB datasets, not "
+                          f"{config.data.name!r}")
     if any(e >= config.train.epochs for e in config.train.lr_decay_epochs):
         raise ConfigError(f"config.train.lr_decay_epochs: must all be < train.epochs "
                           f"({config.train.epochs}), got {config.train.lr_decay_epochs!r}")
@@ -283,7 +310,7 @@ def from_json_dict(values: dict[str, Any]) -> ml_collections.ConfigDict:
     directories stay readable and resumable; JSON lists become tuples where the default is one.
     """
     config = base_config()
-    for key, value in _flatten(ml_collections.ConfigDict(values)).items():
+    for key, value in flatten(ml_collections.ConfigDict(values)).items():
         *sections, field = key.split(".")
         target = config
         for section in sections:
@@ -301,7 +328,7 @@ def to_json_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The fields that determine a run's results (all but :data:`NON_IDENTITY_FIELDS`)."""
-    flat = _flatten(ml_collections.ConfigDict(to_json_dict(config)))
+    flat = flatten(ml_collections.ConfigDict(to_json_dict(config)))
     return {k: v for k, v in sorted(flat.items()) if k not in NON_IDENTITY_FIELDS}
 
 

@@ -23,22 +23,16 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from imp_jax import mixtures
+from imp_jax import mixtures, tasks
 
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "mixture_linear", "mixture_xor")
-
-# Per-channel (mean, std) of each dataset's training images scaled to [0, 1]. The reference
-# code normalises MNIST with its own statistics but CIFAR-10 with ImageNet's (IMAGENET below).
-NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+DATASETS = tuple(tasks.TASKS)
+# Per-channel (mean, std) of each image dataset's training images scaled to [0, 1]. The
+# reference code normalises MNIST with its own statistics but CIFAR-10 with ImageNet's
+# (tasks.IMAGENET).
+NORMALISATION = {t.name: t.stats for t in tasks.TASKS.values() if t.stats is not None}
 # Which statistics ``load_dataset(normalisation=...)`` standardises the images with.
 NORMALISATIONS = ("dataset", "imagenet")
 
@@ -358,28 +352,23 @@ def load_dataset(
         (``"dataset"``, :data:`NORMALISATION`) or with ImageNet's (``"imagenet"``, RGB datasets
         only), as the reference code does for CIFAR-10.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    task = tasks.get(name)
     if not 0.0 <= label_noise <= 1.0:
         raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}")
-    if keep_uint8 and name not in NORMALISATION:
+    if keep_uint8 and task.stats is None:
         raise ValueError(f"keep_uint8 applies to image datasets only, not to {name}")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
-    if normalisation == "imagenet" and name not in ("cifar10", "cifar100"):
-        raise ValueError(f"normalisation='imagenet' is for RGB datasets (cifar10, cifar100), "
-                         f"not {name}")
-    stats = IMAGENET if normalisation == "imagenet" else NORMALISATION.get(name)
-    if name.startswith("mixture_"):
+    if normalisation == "imagenet" and not task.rgb:
+        raise ValueError(f"normalisation='imagenet' is for RGB datasets, not {name}")
+    stats = tasks.IMAGENET if normalisation == "imagenet" else task.stats
+    if task.is_mixture:
         if mixture_nu is None:
             raise ValueError(f"mixture_nu (the mean scale nu) is required for {name}")
-        task = name.removeprefix("mixture_")
-        x_train, y_train = mixtures.sample(
-            _stream(key, "mixture_train"), task, mixture_nu, mixture_train, mixture_dim
-        )
-        x_test, y_test = mixtures.sample(
-            _stream(key, "mixture_test"), task, mixture_nu, mixture_test, mixture_dim
-        )
+        x_train, y_train = task.sample(_stream(key, "mixture_train"), mixture_nu, mixture_train,
+                                       mixture_dim)
+        x_test, y_test = task.sample(_stream(key, "mixture_test"), mixture_nu, mixture_test,
+                                     mixture_dim)
         num_classes = mixtures.NUM_CLASSES
     else:
         x_train, y_train, x_test, y_test, num_classes = load_tfds(
@@ -399,7 +388,7 @@ def load_dataset(
     )
     x_val, y_val = x_train[val], y_train[val]
     x_train, y_train = x_train[train], y_train[train]
-    if name in NORMALISATION and not keep_uint8:  # after subsetting: only kept ones converted
+    if stats is not None and not keep_uint8:  # after subsetting: only kept ones converted
         x_train, x_val, x_test = (
             normalise_images(x, *stats) for x in (x_train, x_val, x_test)
         )

@@ -284,6 +284,20 @@ def _groups(mask: Mask, spec: PrunableSpec, layerwise: bool) -> list[list[int]]:
     return [[i] for i in idx] if layerwise else [idx]
 
 
+def _step(frac: fractions.Fraction, base: Any, count: str) -> Any:
+    # ceil(frac * base), plus the reference code's one more; ints or int32 arrays alike.
+    return _num_to_prune(frac, base) + (1 if count == "openlth" else 0)
+
+
+def step_size(fraction: float, remaining: int, prunable: int, count: str = "exact") -> int:
+    """How many weights a global pruning step removes, from the counts alone: ``remaining``
+    kernel weights in the mask (excluded ones included) and ``prunable`` of them (see
+    :func:`num_to_prune`). Plain integers: for planning levels ahead without masks."""
+    _check_count(count)
+    return int(_step(_check_fraction(fraction), remaining if count == "openlth" else prunable,
+                     count))
+
+
 def _group_counts(mask: Mask, fraction: float, spec: PrunableSpec, layerwise: bool,
                   count: str) -> list[tuple[list[int], jax.Array, jax.Array]]:
     """Per group of leaves pruned together: its leaf indices, how many of its weights to remove
@@ -296,13 +310,10 @@ def _group_counts(mask: Mask, fraction: float, spec: PrunableSpec, layerwise: bo
     out = []
     for g in groups:
         prunable = sum(jnp.sum(leaves[i], dtype=jnp.int32) for i in g)
-        if count == "exact":
-            n = _num_to_prune(frac, prunable)
-        else:  # OpenLTH: counted over every kernel still in the mask, excluded ones included
-            base = prunable if layerwise else sum(
-                jnp.sum(leaves[i], dtype=jnp.int32) for i in kernels)
-            n = _num_to_prune(frac, base) + 1
-        out.append((g, n, prunable))
+        # OpenLTH counts over every kernel still in the mask, excluded ones included.
+        base = prunable if count == "exact" or layerwise else sum(
+            jnp.sum(leaves[i], dtype=jnp.int32) for i in kernels)
+        out.append((g, _step(frac, base, count), prunable))
     return out
 
 

@@ -17,7 +17,7 @@ running averages) are taken over them only, as if the batch held only them; the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -38,7 +38,6 @@ BIAS_INITS = ("zeros", "torch_default")
 # Initialisations of the BatchNorm scales: ones (Flax's and PyTorch's default), or U(0, 1), the
 # reference code's default (OpenLTH's batchnorm_init="uniform"); the offsets start at 0 in both.
 BN_INITS = ("ones", "uniform")
-MODELS = ("fcn", "resnet", "vgg16", "densenet121")
 # The architectures' standard widths, used when make_model gets width=0.
 DEFAULT_WIDTH = {"resnet": 16, "vgg16": 64}
 DENSENET121_BLOCKS = (6, 12, 24, 16)
@@ -274,7 +273,8 @@ def make_model(name: str, num_classes: int, *, hidden: Sequence[int] = (), use_b
     Arguments a model does not use are ignored.
     """
     if name not in MODELS:
-        raise ValueError(f"model.name: unknown model {name!r}; expected one of {MODELS}")
+        raise ValueError(f"model.name: unknown model {name!r}; expected one of "
+                         f"{tuple(MODELS)}")
     if init not in INITS:
         raise ValueError(f"model.init: unknown initialisation {init!r}; expected one of "
                          f"{tuple(INITS)}")
@@ -287,12 +287,20 @@ def make_model(name: str, num_classes: int, *, hidden: Sequence[int] = (), use_b
                              ("growth_rate", growth_rate, 1)):
         if value < lo:
             raise ValueError(f"model.{field}: must be >= {lo}, got {value}")
-    width = width or DEFAULT_WIDTH.get(name, 0)
-    common = {"use_bias": use_bias, "initializer": init, "bias_init": bias_init}
-    if name == "resnet":
-        return ResNet(num_classes, width, blocks_per_stage, bn_init=bn_init, **common)
-    if name == "vgg16":
-        return VGG16(num_classes, width, bn_init=bn_init, **common)
-    if name == "densenet121":
-        return DenseNet(num_classes, growth_rate, DENSENET121_BLOCKS, bn_init=bn_init, **common)
-    return FCN(tuple(hidden), num_classes, **common)
+    return MODELS[name](num_classes, hidden=tuple(hidden), width=width or DEFAULT_WIDTH.get(
+        name, 0), blocks_per_stage=blocks_per_stage, growth_rate=growth_rate, bn_init=bn_init,
+        common={"use_bias": use_bias, "initializer": init, "bias_init": bias_init})
+
+
+# The architectures by name: each builds its module from make_model's arguments (ignoring those
+# it does not use); ``common`` holds the dense layers' and kernels' settings.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "fcn": lambda k, *, hidden, common, **_: FCN(hidden, k, **common),
+    "resnet": lambda k, *, width, blocks_per_stage, bn_init, common, **_: ResNet(
+        k, width, blocks_per_stage, bn_init=bn_init, **common),
+    "vgg16": lambda k, *, width, bn_init, common, **_: VGG16(k, width, bn_init=bn_init, **common),
+    "densenet121": lambda k, *, growth_rate, bn_init, common, **_: DenseNet(
+        k, growth_rate, DENSENET121_BLOCKS, bn_init=bn_init, **common),
+}
+# The models whose size a width sweep sets (imp_jax.sweep): the FCN's first hidden width, or W.
+WIDE_MODELS = ("fcn", "resnet", "vgg16")

@@ -15,6 +15,7 @@ diagrams and histograms.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,8 +29,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from imp_jax import analysis, mixtures
+from imp_jax import analysis, mixtures, tasks
 from imp_jax import metrics as metrics_lib
+from imp_jax.rundir import write_atomic
 
 if TYPE_CHECKING:
     from imp_jax import imp
@@ -39,11 +41,12 @@ _TRAIN, _TEST, _NOISY, _TRUE = "tab:blue", "tab:red", "tab:orange", "black"
 
 
 def _save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    # Rendered in memory, then replaced atomically: a kill while drawing leaves the old file.
+    paths = [Path(out_dir) / f"{name}.png", Path(out_dir) / f"{name}.pdf"]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], dpi=150)
+        write_atomic(path, buffer.getvalue())
     return paths
 
 
@@ -378,13 +381,13 @@ def write_run_plots(run: imp.Run) -> list[Path]:
                          ds.y_test, out, noisy_labels=ds.y_test_noisy, num_bins=num_bins)
     if run.exp.fresh is None:
         return paths
-    task = config.data.name.removeprefix("mixture_")
+    task = tasks.get(config.data.name)
     nu, dim, noise = config.data.mixture_nu, config.data.mixture_dim, config.data.label_noise
-    t, line, ticks = profile_line(task, nu, dim)
+    t, line, ticks = profile_line(task.mixture, nu, dim)
     paths += mixture_profile(
         t, {k: run.probabilities(s, line)[..., 0] for k, s in states.items()},
-        np.asarray(mixtures.true_probs(task, nu, line))[:, 0], out,
-        p_true_noisy=np.asarray(mixtures.true_probs(task, nu, line, noise))[:, 0], ticks=ticks)
+        np.asarray(task.true_probs(nu, line))[:, 0], out,
+        p_true_noisy=np.asarray(task.true_probs(nu, line, noise))[:, 0], ticks=ticks)
     x = np.asarray(run.exp.fresh.x)
     p_true = np.asarray(run.exp.fresh.p_true)[:, 0]
     p_fresh = {k: run.probabilities(s, x)[..., 0] for k, s in states.items()}
@@ -392,7 +395,7 @@ def write_run_plots(run: imp.Run) -> list[Path]:
     mean, basis = pca_basis(x)
     # Per point, the error averaged over replicates.
     errors = {k: np.mean(np.abs(p - p_true), axis=0) for k, p in p_fresh.items()}
-    centres = mixtures.centres(task, nu, dim).reshape(-1, dim)
+    centres = task.centres(nu, dim).reshape(-1, dim)
     paths += mixture_error_map((x - mean) @ basis.T, errors, out,
                                centres_xy=(centres - mean) @ basis.T)
     return paths

@@ -1,21 +1,35 @@
-"""The run directory: its layout, the config it belongs to, and crash-safe writes.
+"""The run directory: its layout, the config it belongs to, its lock, and crash-safe writes.
 
     <workdir>/config.json     the full resolved config
     <workdir>/metrics.jsonl   one row per (replicate, level)
     <workdir>/summary.json    best pruned level, effective parameters, dense vs best
+    <workdir>/status.json     where a training process is: level, epoch, time left
+    <workdir>/log.txt         everything the runs in it printed, appended across resumes
+    <workdir>/tb/             TensorBoard event files
     <workdir>/checkpoints/    Orbax checkpoints
     <workdir>/plots/          figures
 
 Every file is replaced atomically (write to a temporary file, fsync, rename) or appended in one
-write, so a kill at any moment leaves either the old or the new content, never half of it.
+write, so a kill at any moment leaves either the old or the new content, never half of it. Files
+get the mode the umask gives (readable by colleagues on a shared cluster where it allows).
+
+One process at a time trains in a run directory: it holds an exclusive ``flock`` on
+``<workdir>/.lock`` (released by the OS when the process ends, however it ends), and a second
+trainer is refused at once with the holder's pid, host and start time. On NFS, Linux emulates
+``flock`` with POSIX byte-range locks, which NFSv4 servers honour across hosts; the lock of a
+host that died is released when its lease expires (typically 90 s). Readers (reports, sweep
+status) take no lock and write nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import json
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +39,25 @@ import ml_collections
 
 from imp_jax import config as config_lib
 
+log = logging.getLogger(__name__)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The mode a file created with open() would get; mkstemp's files are 0600 until given it.
+FILE_MODE = 0o666 & ~_umask()
+
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used: another config's run, unreadable or unwritable."""
+
+
+class RunDirBusyError(RunDirError):
+    """Another process trains in the run directory (holds its lock)."""
 
 
 @contextlib.contextmanager
@@ -40,8 +70,12 @@ def _writing(path: Path) -> Iterator[None]:
         raise RunDirError(f"cannot write {path}: {e}") from e
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replaces ``path`` with ``text`` atomically.
+def write_atomic(path: Path, text: str | bytes, *, replace: bool = True) -> bool:
+    """Replaces ``path`` with ``text`` atomically; with ``replace=False`` only creates it, and
+    leaves a file already there as it is.
+
+    Returns:
+      Whether ``path`` now holds ``text``.
 
     Raises:
       RunDirError: ``path`` cannot be written; its old content, if any, is kept.
@@ -50,19 +84,56 @@ def write_atomic(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
                 f.write(text)
                 f.flush()
+                os.fchmod(f.fileno(), FILE_MODE)
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            if replace:
+                os.replace(tmp, path)
+                return True
+            try:
+                os.link(tmp, path)  # fails if the file exists: no other writer is overwritten
+            except FileExistsError:
+                return False
+            return True
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON, atomically."""
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, obj: Any, *, replace: bool = True) -> bool:
+    """Writes ``obj`` as indented JSON, atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", replace=replace)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON content of ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def parse_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The JSON rows of ``path`` (none if it is missing) and whether its last line is torn (cut
+    short by a kill or a full disk: skipped, never rewritten here).
+
+    Raises:
+      RunDirError: a line other than an unterminated last one is not valid JSON.
+    """
+    if not path.exists():
+        return [], False
+    text = path.read_text()
+    lines = text.splitlines()
+    rows, torn = [], False
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i != len(lines) - 1 or text.endswith("\n"):
+                raise RunDirError(f"{path}: line {i + 1} is not valid JSON") from e
+            torn = True
+    return rows, torn
 
 
 class RunDir:
@@ -73,23 +144,42 @@ class RunDir:
         self.config = self.root / "config.json"
         self.metrics = self.root / "metrics.jsonl"
         self.summary = self.root / "summary.json"
+        self.status = self.root / "status.json"
+        self.log = self.root / "log.txt"
+        self.tb = self.root / "tb"
         self.checkpoints = self.root / "checkpoints"
         self.plots = self.root / "plots"
+        self.lock_file = self.root / ".lock"
 
-    def claim(self, config: ml_collections.ConfigDict) -> None:
-        """Creates the directory for ``config``, or checks an existing one belongs to it.
+    # -- the config ------------------------------------------------------------------------
+
+    def stored_config(self) -> ml_collections.ConfigDict | None:
+        """The config of the run in this directory (laid over today's defaults), or None.
+
+        Raises:
+          RunDirError: ``config.json`` exists but does not hold a config.
+        """
+        if not self.config.exists():
+            return None
+        try:
+            values = json.loads(self.config.read_text())
+            if not isinstance(values, dict):
+                raise TypeError(f"it holds a {type(values).__name__}, not a config")
+            return config_lib.from_json_dict(values)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise RunDirError(f"{self.config} is unreadable ({e}); is this a run directory "
+                              f"of imp_jax?") from e
+
+    def check(self, config: ml_collections.ConfigDict) -> None:
+        """Checks that this directory can hold a run of ``config``; writes nothing.
 
         Raises:
           RunDirError: the directory holds a run of a config with other results-determining
-            fields (see :data:`imp_jax.config.NON_IDENTITY_FIELDS` for the ones that may change),
-            is a file, or cannot be written.
+            fields (see :data:`imp_jax.config.NON_IDENTITY_FIELDS` for the ones that may
+            change), is a file, or is not empty and has no ``config.json``.
         """
-        if self.config.exists():
-            try:
-                old = config_lib.from_json_dict(json.loads(self.config.read_text()))
-            except (ValueError, TypeError, KeyError, AttributeError) as e:
-                raise RunDirError(f"{self.config} is unreadable ({e}); is this a run "
-                                  f"directory of imp_jax?") from e
+        old = self.stored_config()
+        if old is not None:
             a, b = config_lib.identity(old), config_lib.identity(config)
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             if diff:
@@ -101,34 +191,97 @@ class RunDir:
         elif self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"{self.root} is a file, not a run directory; choose another "
                               f"--workdir")
-        elif self.root.exists() and any(self.root.iterdir()):
+        elif self.root.exists() and any(p.name != self.lock_file.name
+                                        for p in self.root.iterdir()):
             raise RunDirError(f"{self.root} is not empty and has no config.json: not an imp_jax "
                               f"run directory")
-        write_json(self.config, config_lib.to_json_dict(config))
+
+    def claim(self, config: ml_collections.ConfigDict, *, replace: bool = True) -> None:
+        """:meth:`check`, then writes ``config.json`` (creating the directory); with
+        ``replace=False`` only where there is none yet (the lock holder replaces it).
+
+        Raises:
+          RunDirError: see :meth:`check`; or the directory cannot be written.
+        """
+        self.check(config)
+        write_json(self.config, config_lib.to_json_dict(config), replace=replace)
+
+    # -- the lock --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Holds the directory's exclusive lock while the block runs.
+
+        Raises:
+          RunDirBusyError: another process holds it (the message names it).
+          RunDirError: the lock file cannot be created.
+        """
+        with _writing(self.lock_file):
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                raise RunDirBusyError(
+                    f"{self.root} is in use by another process ({holder or 'unknown holder'}); "
+                    f"wait for it to finish, or stop it first") from None
+            started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n"
+                      .encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (pid, host, start time), or None; takes no lock itself."""
+        if not self.lock_file.exists():
+            return None
+        with open(self.lock_file) as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f.read().strip() or "unknown holder"
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            return None
+
+    # -- the rows --------------------------------------------------------------------------
 
     def read_rows(self) -> list[dict[str, Any]]:
-        """The metrics rows; a truncated last line (a write cut short) is dropped from the file."""
-        if not self.metrics.exists():
-            return []
-        text = self.metrics.read_text()
-        lines = text.splitlines()
-        rows = []
-        for i, line in enumerate(lines):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                if i != len(lines) - 1 or text.endswith("\n"):
-                    raise RunDirError(f"{self.metrics}: line {i + 1} is not valid JSON") from e
-                logging.warning("dropping a truncated last line of %s", self.metrics)
-                write_atomic(self.metrics, "".join(line + "\n" for line in lines[:-1]))
-        return rows
+        """The metrics rows; a torn last line (a write cut short) is skipped, not removed."""
+        return parse_rows(self.metrics)[0]
+
+    def repair_rows(self) -> tuple[list[dict[str, Any]], bool]:
+        """For the lock holder only: drops a torn last line and rows repeated for a (level,
+        replicate), keeping the first, rewriting the file if anything was dropped; returns
+        the rows and whether anything was."""
+        rows, torn = parse_rows(self.metrics)
+        seen: set[tuple[int, int]] = set()
+        unique = []
+        for row in rows:
+            key = (row["level"], row["replicate"])
+            if key not in seen:
+                seen.add(key)
+                unique.append(row)
+        if torn:
+            log.warning("dropping a truncated last line of %s", self.metrics)
+        if len(unique) < len(rows):
+            log.warning("dropping %d repeated rows of %s", len(rows) - len(unique),
+                        self.metrics)
+        repaired = torn or len(unique) < len(rows)
+        if repaired:
+            write_atomic(self.metrics, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                               for r in unique))
+        return unique, repaired
 
     def append_rows(self, rows: list[dict[str, Any]]) -> None:
         """Appends rows as JSON lines in one write, then fsyncs.
 
         Raises:
           RunDirError: the write failed (e.g. the disk is full); a partly written last line is
-            dropped by the next :meth:`read_rows`.
+            dropped by the next :meth:`repair_rows`.
         """
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
         with _writing(self.metrics), open(self.metrics, "a") as f:

@@ -24,18 +24,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import logging
 import operator
+import os
 import re
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ml_collections
 
 from imp_jax import config as config_lib
+from imp_jax import imp, models, tasks
 from imp_jax.config import ConfigError
+from imp_jax.rundir import RunDir, RunDirError, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 AXES = ("width", "nu", "seed")
-_WIDE_MODELS = ("fcn", "resnet", "vgg16")  # the models a width sweep applies to
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _CONDITION = re.compile(r"^\s*(width|nu|seed)\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)"
@@ -66,18 +73,10 @@ def base_sweep_config() -> ml_collections.ConfigDict:
     return with_sweep(config_lib.base_config())
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-
-
 _AXIS_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "width": (lambda v: _is_int(v) and v >= 1, "positive integers"),
-    "nu": (lambda v: _is_num(v) and v > 0, "positive numbers"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "integers >= 0"),
+    "width": (lambda v: config_lib.is_int(v) and v >= 1, "positive integers"),
+    "nu": (lambda v: config_lib.is_number(v) and v > 0, "positive numbers"),
+    "seed": (lambda v: config_lib.is_int(v) and v >= 0, "integers >= 0"),
 }
 
 
@@ -88,10 +87,11 @@ def _check_axes(sweep: ml_collections.ConfigDict, config: ml_collections.ConfigD
             raise ConfigError(f"config.sweep.{axis}: must be a tuple of {what}, got {values!r}")
         if len(set(values)) != len(values):
             raise ConfigError(f"config.sweep.{axis}: has repeated values, got {values!r}")
-    if sweep.width and config.model.name not in _WIDE_MODELS:
+    if sweep.width and config.model.name not in models.WIDE_MODELS:
         raise ConfigError(f"config.sweep.width: model.name {config.model.name!r} has no width; "
-                          f"width sweeps are for {_WIDE_MODELS}")
-    if sweep.nu and not str(config.data.name).startswith("mixture_"):
+                          f"width sweeps are for {models.WIDE_MODELS}")
+    if sweep.nu and not (config.data.name in tasks.TASKS
+                         and tasks.get(config.data.name).is_mixture):
         raise ConfigError(f"config.sweep.nu: only mixture datasets have a nu, and data.name is "
                           f"{config.data.name!r}")
     if not any(sweep[axis] for axis in AXES):
@@ -120,25 +120,14 @@ def _check_overrides(overrides: Any) -> list[tuple[Callable[[dict[str, float]], 
             raise ConfigError(f"{where}: must be a (condition, field, value) triple, got "
                               f"{entry!r}")
         condition, field, value = entry
-        if field not in config_lib.RULES:
+        if field not in config_lib.FIELDS:
             raise ConfigError(f"{where}: {field!r} is not a config field (e.g. 'imp.rewind')")
         parsed.append((_parse_condition(condition, where), field, value))
     return parsed
 
 
 def _format(value: int | float) -> str:
-    return str(value) if _is_int(value) else repr(float(value))
-
-
-def _set(config: ml_collections.ConfigDict, field: str, value: Any, where: str) -> None:
-    *sections, name = field.split(".")
-    target = config
-    for section in sections:
-        target = target[section]
-    try:
-        target[name] = tuple(value) if isinstance(value, list) else value
-    except TypeError as e:
-        raise ConfigError(f"{where}: cannot set {field} to {value!r} ({e})") from e
+    return str(value) if config_lib.is_int(value) else repr(float(value))
 
 
 def points(sweep_config: ml_collections.ConfigDict) -> list[Point]:
@@ -182,7 +171,10 @@ def points(sweep_config: ml_collections.ConfigDict) -> list[Point]:
         coords = {"width": width, "nu": config.data.mixture_nu, "seed": config.seed}
         for i, (applies, field, value) in enumerate(overrides):
             if applies(coords):
-                _set(config, field, value, f"config.sweep.overrides[{i}] at point {name}")
+                try:
+                    config_lib.set_field(config, field, value)
+                except ConfigError as e:
+                    raise ConfigError(f"config.sweep.overrides[{i}] at point {name}: {e}") from e
         try:
             config_lib.validate(config)
         except ConfigError as e:
@@ -202,3 +194,90 @@ def fingerprint(sweep_config: ml_collections.ConfigDict) -> str:
         for axis in AXES:
             config.sweep[axis] = ()
     return config_lib.fingerprint(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep directory: one run directory per point, and sweep.json listing them.
+
+SWEEP_FILE = "sweep.json"
+
+
+def default_sweep_dir(sweep_config: ml_collections.ConfigDict) -> str:
+    """``runs/<name>-<fingerprint of the sweep>`` (see :func:`fingerprint`)."""
+    return os.path.join("runs", f"{sweep_config.name}-{fingerprint(sweep_config)}")
+
+
+def check_sweep_dir(sweep_dir: Path, sweep_config: ml_collections.ConfigDict,
+                    sweep_points: list[Point]) -> None:
+    """Checks that ``sweep_dir`` can hold this sweep; writes nothing.
+
+    Raises:
+      RunDirError: the directory holds another sweep or is not a sweep directory, or a point's
+        run directory holds a run of another config (compared as runs are, see
+        :meth:`RunDir.check`).
+    """
+    sweep_file = sweep_dir / SWEEP_FILE
+    if sweep_file.exists():
+        old = read_json(sweep_file)
+        if not isinstance(old, dict) or old.get("fingerprint") != fingerprint(sweep_config):
+            raise RunDirError(f"{sweep_dir} holds another sweep (its {SWEEP_FILE} has "
+                              f"another fingerprint); choose another --sweep_dir or omit it")
+    elif sweep_dir.exists() and (not sweep_dir.is_dir() or any(sweep_dir.iterdir())):
+        raise RunDirError(f"{sweep_dir} exists and has no {SWEEP_FILE}: not a sweep directory")
+    for point in sweep_points:
+        try:
+            RunDir(sweep_dir / point.name).check(point.config)
+        except RunDirError as e:
+            raise RunDirError(f"point {point.name}: {e}") from e
+
+
+def claim(sweep_dir: Path, sweep_config: ml_collections.ConfigDict,
+          sweep_points: list[Point]) -> None:
+    """:func:`check_sweep_dir`, then writes ``sweep.json`` (the points and their directories)."""
+    check_sweep_dir(sweep_dir, sweep_config, sweep_points)
+    write_json(sweep_dir / SWEEP_FILE, {
+        "name": sweep_config.name, "fingerprint": fingerprint(sweep_config),
+        "config": config_lib.to_json_dict(sweep_config),
+        "points": [{"name": p.name, "values": p.values, "dir": p.name} for p in sweep_points]})
+
+
+def finished_summary(run_dir: Path, config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """The summary of a finished run in ``run_dir`` stopped by the same conditions as
+    ``config`` (``imp.levels``, ``imp.min_weights``), else None (the run must continue)."""
+    summary = read_json(RunDir(run_dir).summary)
+    stored = read_json(RunDir(run_dir).config)
+    if not (isinstance(summary, dict) and summary.get("finished") and isinstance(stored, dict)):
+        return None
+    same = all(stored.get("imp", {}).get(k) == config.imp[k] for k in ("levels", "min_weights"))
+    return summary if same else None
+
+
+def run_sweep(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path
+              ) -> list[dict[str, Any]]:
+    """Runs or resumes every point of the sweep in ``sweep_dir``, in order; returns their
+    summaries.
+
+    Raises:
+      imp_jax.config.ConfigError: a bad sweep or point config, before anything is written.
+      RunDirError: see :func:`check_sweep_dir`, also before any point runs.
+      imp.RunInterruptedError, imp.TrainingDivergedError: from the point being run.
+    """
+    sweep_points = points(sweep_config)
+    root = Path(sweep_dir)
+    claim(root, sweep_config, sweep_points)
+    summaries = []
+    for i, point in enumerate(sweep_points, 1):
+        start = time.perf_counter()
+        summary = finished_summary(root / point.name, point.config)
+        done_before = summary is not None
+        if summary is None:
+            summary = imp.run(point.config, str(root / point.name))
+        best = ("no best pruned model yet" if summary["best_level"] is None else
+                f"{summary['effective_parameters']} weights (level {summary['best_level']}), "
+                f"test error {summary['best_test_error']:.4f}")
+        log.info("point %d/%d %s: %s | %d weights, test error %.4f -> %s | %.1f s", i,
+                 len(sweep_points), point.name, "finished before" if done_before else "ran",
+                 summary["total_weights"], summary["dense_test_error"], best,
+                 time.perf_counter() - start)
+        summaries.append(summary)
+    return summaries

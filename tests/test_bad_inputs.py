@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import soak
+from imp_jax import soak
 from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE,
@@ -45,12 +45,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+# What every start of a trainer changes: its lock, its log and where it stands.
+RUN_STATE = (".lock", "log.txt", "status.json")
+
+
 def digests(workdir: Path) -> dict[str, str]:
-    """Every file of a run directory but its figures, by path (or the file where it should be):
-    what must stay intact."""
+    """Every file of a run directory but its figures and run-state files, by path (or the file
+    where it should be): what must stay intact."""
     files = [workdir] if workdir.is_file() else sorted(workdir.rglob("*"))
     return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in files if p.is_file() and "plots" not in p.parts}
+            for p in files if p.is_file() and "plots" not in p.parts
+            and str(p.relative_to(workdir)) not in RUN_STATE}
 
 
 def rows(workdir: Path) -> list[dict]:

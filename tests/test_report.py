@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import report
+from imp_jax import report
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MIXTURE = ["--config=configs/mixture_linear.py:smoke", "--config.data.mixture_dim=10",

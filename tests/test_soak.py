@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import soak
+from imp_jax import soak
 from tests.test_run_cli import ROOT, TINY_MIXTURE
 
 CONFIG = [f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE]

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from configs import mixture_linear, mixture_linear_widths, mnist_widths
-from experiments import report
-from experiments import sweep as sweep_cli
-from imp_jax import analysis, imp, plots, sweep
+from imp_jax import analysis, imp, plots, report, sweep
 from imp_jax import config as config_lib
+from imp_jax import sweep as sweep_cli
 from imp_jax.config import ConfigError
 from imp_jax.rundir import RunDirError
 from tests.test_analysis import SDD, make_rows

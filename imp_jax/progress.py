@@ -1,0 +1,144 @@
+"""Watching a run: progress lines with the time left, ``status.json``, training curves.
+
+A :class:`Progress` is told when a level starts, when each epoch ends and when a level ends. It
+logs a line about every ``every_seconds`` (or every ``every_epochs`` epochs), e.g. ``level 3/30
+epoch 40/120 loss 0.1800 0.41 s/epoch, level ETA 33 s, run ETA 19 min``, with the time per epoch
+measured after the first epoch of the process's level (which includes compilation); it rewrites
+``status.json`` (where the run is, for ``experiments.sweep --status``) and sends each
+replicate's per-epoch loss, learning rate and time per epoch, and the per-level metrics, to the
+metric writers (:mod:`imp_jax.writers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imp_jax.rundir import write_json
+from imp_jax.writers import MetricWriter
+
+log = logging.getLogger("imp_jax.imp")
+
+# The per-level metrics sent to the writers (``{b}``: the ECE bin count).
+LEVEL_METRICS = ("test_error", "test_ece_{b}", "test_noisy_ece_{b}", "train_error",
+                 "train_error_noisy_subset", "remaining_weights")
+
+
+def duration(seconds: float) -> str:
+    """``33 s``, ``19 min``, ``2.5 h``."""
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclasses.dataclass
+class Progress:
+    """Progress of one run's training (see the module docstring).
+
+    Attributes:
+      last_level: the last level the run will train (its stop conditions, as far as known).
+      epochs: epochs per level.
+      every_epochs: a line every this many epochs; 0: about every ``every_seconds``.
+      every_seconds: see ``every_epochs``.
+      status: where to write ``status.json``; None: nowhere (not the writing process).
+      writers: one metric writer per replicate.
+      num_bins: the ECE bin count of the metric names.
+      clock: the time source (for tests).
+    """
+
+    last_level: int
+    epochs: int
+    every_epochs: int = 0
+    every_seconds: float = 30.0
+    status: Path | None = None
+    writers: Sequence[MetricWriter] = ()
+    num_bins: int = 15
+    clock: Callable[[], float] = time.perf_counter
+    _level: int = 0
+    _measured_from: tuple[int, float] | None = None  # (epoch, time) after the first epoch
+    _last_line: float = 0.0
+    _overheads: list[float] = dataclasses.field(default_factory=list)
+    _level_start: float = 0.0
+
+    def start_level(self, level: int, epoch: int) -> None:
+        """Level ``level`` starts (or resumes) training at ``epoch``."""
+        self._level, self._measured_from = level, None
+        self._level_start = self._last_line = self.clock()
+        self.write_status(level, epoch)
+
+    def seconds_per_epoch(self, epoch: int) -> float | None:
+        """The measured time per epoch at ``epoch``, None before two epochs have ended."""
+        if self._measured_from is None or epoch <= self._measured_from[0]:
+            return None
+        first, since = self._measured_from
+        return (self.clock() - since) / (epoch - first)
+
+    def eta(self, level: int, epoch: int) -> tuple[float, float] | None:
+        """Seconds left in the level and in the run, or None before a rate is measured."""
+        rate = self.seconds_per_epoch(epoch)
+        if rate is None:
+            return None
+        overhead = float(np.mean(self._overheads)) if self._overheads else 0.0
+        left = (self.epochs - epoch) * rate
+        later = max(self.last_level - level, 0) * (self.epochs * rate + overhead)
+        return left, left + overhead + later
+
+    def epoch_end(self, level: int, epoch: int, losses: np.ndarray, lr: float) -> None:
+        """Epoch ``epoch`` (1-based) of ``level`` ended with each replicate's mean ``losses``."""
+        now = self.clock()
+        rate = self.seconds_per_epoch(epoch)
+        if self._measured_from is None:
+            self._measured_from = (epoch, now)  # the first epoch holds the compilation
+        for r, writer in enumerate(self.writers):
+            values = {f"level_{level:02d}/train_loss": float(losses[r]),
+                      f"level_{level:02d}/learning_rate": lr}
+            if rate is not None:
+                values[f"level_{level:02d}/seconds_per_epoch"] = rate
+            writer.scalars(epoch, values)
+        due = (epoch % self.every_epochs == 0 if self.every_epochs else
+               now - self._last_line >= self.every_seconds)
+        if due and epoch < self.epochs:
+            self._last_line = now
+            times = self.eta(level, epoch)
+            timing = ("compiling" if rate is None or times is None else
+                      f"{rate:.3f} s/epoch, level ETA {duration(times[0])}, run ETA "
+                      f"{duration(times[1])}")
+            log.info("level %d/%d epoch %d/%d loss %.4f %s", level, self.last_level, epoch,
+                     self.epochs, float(np.nanmean(losses)), timing)
+            self.write_status(level, epoch, float(np.nanmean(losses)), times)
+
+    def level_end(self, level: int, rows: Sequence[Mapping[str, Any]],
+                  train_seconds: float) -> None:
+        """``level`` ended with these metrics rows (one per replicate)."""
+        self._overheads.append(max(self.clock() - self._level_start - train_seconds, 0.0))
+        for writer, row in zip(self.writers, rows, strict=False):
+            writer.scalars(level, {f"levels/{name}": float(row[name]) for name in
+                                   (m.format(b=self.num_bins) for m in LEVEL_METRICS)
+                                   if name in row and math.isfinite(float(row[name]))})
+        self.write_status(level, self.epochs, finished_level=True)
+
+    def write_status(self, level: int, epoch: int, loss: float | None = None,
+                     times: tuple[float, float] | None = None, *,
+                     finished_level: bool = False, state: str = "running") -> None:
+        """Rewrites ``status.json``: ``state``, level and epoch, the loss and time left."""
+        if self.status is None:
+            return
+        write_json(self.status, {
+            "state": state, "level": level, "last_level": self.last_level, "epoch": epoch,
+            "epochs": self.epochs, "level_finished": finished_level, "loss": loss,
+            "level_eta_s": None if times is None else times[0],
+            "run_eta_s": None if times is None else times[1],
+            "pid": os.getpid(), "host": socket.gethostname(),
+            "updated": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
