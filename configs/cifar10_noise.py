@@ -16,47 +16,22 @@ Variants (``configs/cifar10_noise.py:ARG``):
   smoke: W=4, 512 training examples, 2 epochs, 2 levels, 2 replicates; seconds on a laptop CPU.
 """
 
-from imp_jax.config import base_config
+from configs import mnist_noise, variants
+
+STUDY = {
+    "name": "cifar10_noise", "replicates": 3,
+    "data.name": "cifar10", "data.label_noise": 0.2, "data.augment": True,
+    "data.normalisation": "imagenet",
+    "model.name": "resnet", "model.width": 16, "model.blocks_per_stage": 3,
+    "model.init": "kaiming_normal", "model.bias_init": "torch_default", "model.bn_init": "uniform",
+    "train.epochs": 160, "train.batch_size": 128, "train.lr": 0.1, "train.momentum": 0.9,
+    "train.weight_decay": 1e-4, "train.lr_decay_epochs": (80, 120), "train.lr_decay": 0.1,
+    "prune.exclude": (), "prune.count": "openlth",
+    "imp.levels": 30, "imp.rewind": "10ep", "checkpoint.every_epochs": 10,
+}
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
-    c.name = "cifar10_noise"
-    c.replicates = 3
-    c.data.name = "cifar10"
-    c.data.label_noise = 0.2
-    c.data.augment = True
-    c.data.normalisation = "imagenet"
-    c.model.name = "resnet"
-    c.model.width = 16
-    c.model.blocks_per_stage = 3
-    c.model.init = "kaiming_normal"
-    c.model.bias_init = "torch_default"
-    c.model.bn_init = "uniform"
-    c.train.epochs = 160
-    c.train.batch_size = 128
-    c.train.lr = 0.1
-    c.train.momentum = 0.9
-    c.train.weight_decay = 1e-4
-    c.train.lr_decay_epochs = (80, 120)
-    c.train.lr_decay = 0.1
-    c.prune.exclude = ()
-    c.prune.count = "openlth"
-    c.imp.levels = 30
-    c.imp.rewind = "10ep"
-    c.checkpoint.every_epochs = 10
-    c.log.every_epochs = 10
-    if arg == "smoke":
-        c.name = "cifar10_noise_smoke"
-        c.replicates = 2
-        c.data.train_subset = 512
-        c.model.width = 4
-        c.train.epochs = 2
-        c.train.lr_decay_epochs = (1,)
-        c.imp.levels = 2
-        c.imp.rewind = "1ep"
-        c.checkpoint.every_epochs = 1
-        c.log.every_epochs = 0
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of cifar10_noise; expected 'smoke'")
-    return c
+    return variants.build(STUDY, arg, smoke={
+        "name": "cifar10_noise_smoke", **mnist_noise.SMOKE, "data.train_subset": 512,
+        "model.width": 4, "train.lr_decay_epochs": (1,), "imp.rewind": "1ep"})

@@ -15,7 +15,7 @@ Variants (``configs/fashion_widths.py:ARG``):
 
 import ml_collections
 
-from configs import mnist_noise
+from configs import mnist_noise, variants
 from configs import mnist_widths as widths
 
 
@@ -27,11 +27,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.epochs = 320
     c.sweep.width = (500, 1000)
     c.sweep.overrides = ()
-    if arg == "smoke":
-        c = widths.smoke(c)
-        c.sweep.width = (10, 50)
-    elif arg == "cpu":
-        c = widths.cpu(c, epochs=50)
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of fashion_widths; expected 'smoke' or 'cpu'")
-    return c
+    return variants.select(c, arg, smoke=widths.smoke,
+                           cpu=lambda c: widths.cpu(c, **{"train.epochs": 50}))

@@ -18,47 +18,40 @@ Variants (``configs/mixture_linear_widths.py:ARG``):
 
 import ml_collections
 
-from configs import mixture_linear
+from configs import mixture_linear, variants
 from imp_jax.sweep import with_sweep
 
 WIDTHS = (1, 3, 5, 8, 10, 15, 20, 25, 50, 100, 200, 500, 1000, 10_000)
 CPU_WIDTHS = (1, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+# A seconds-long version of a mixture sweep.
+SMOKE = {"replicates": 2, "data.mixture_train": 2000, "train.epochs": 20, "imp.levels": 3,
+         "eval.fresh_points": 10_000, "checkpoint.every_epochs": 10}
+# The reductions of a mixture sweep's cpu variant (see the module docstring).
+CPU = {"replicates": 2, "train.epochs": 100, "train.batch_size": 128, "prune.fraction": 0.36,
+       "eval.fresh_points": 20_000, "checkpoint.every_epochs": 50}
 
 
 def study(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The study's mixture sweep settings on a mixture config: 5 replicates, pruning every width
     until fewer than 20 weights would remain."""
-    c = with_sweep(c)
-    c.replicates = 5
-    c.imp.levels = 60
-    c.imp.min_weights = 20
-    return c
+    return variants.apply(with_sweep(c), {"replicates": 5, "imp.levels": 60,
+                                          "imp.min_weights": 20})
 
 
-def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A seconds-long version of a mixture sweep."""
-    c.name += "_smoke"
-    c.replicates = 2
-    c.data.mixture_train = 2000
-    c.train.epochs = 20
-    c.imp.levels = 3
-    c.eval.fresh_points = 10_000
-    c.checkpoint.every_epochs = 10
-    c.log.every_epochs = 0
-    return c
+def smoke(c: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+    """A mixture sweep's smoke variant: :data:`SMOKE`, then ``fields``."""
+    return variants.apply(c, {"name": c.name + "_smoke", **SMOKE, **fields})
 
 
-def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The reductions of a mixture sweep's ``cpu`` variant (see the module docstring)."""
-    c.name += "_cpu"
-    c.replicates = 2
-    c.train.epochs = 100
-    c.train.batch_size = 128
-    c.prune.fraction = 0.36
-    c.eval.fresh_points = 20_000
-    c.checkpoint.every_epochs = 50
-    c.log.every_epochs = 0
-    return c
+def cpu(c: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+    """A mixture sweep's cpu variant: :data:`CPU`, then ``fields``."""
+    return variants.apply(c, {"name": c.name + "_cpu", **CPU, **fields})
+
+
+def width_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """A mixture width sweep as variant ``arg``: smoke at P in {5, 20}, cpu at CPU_WIDTHS."""
+    return variants.select(c, arg, smoke=lambda c: smoke(c, **{"sweep.width": (5, 20)}),
+                           cpu=lambda c: cpu(c, **{"sweep.width": CPU_WIDTHS}))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -66,13 +59,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "mixture_linear_widths"
     c.data.mixture_nu = 0.5
     c.sweep.width = WIDTHS
-    if arg == "smoke":
-        c = smoke(c)
-        c.sweep.width = (5, 20)
-    elif arg == "cpu":
-        c = cpu(c)
-        c.sweep.width = CPU_WIDTHS
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of mixture_linear_widths; expected 'smoke' or "
-                         f"'cpu'")
-    return c
+    return width_variants(c, arg)

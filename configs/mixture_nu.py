@@ -15,29 +15,22 @@ Variants (``configs/mixture_nu.py:ARG``):
 
 import ml_collections
 
-from configs import mixture_linear
+from configs import mixture_linear, variants
 from configs import mixture_linear_widths as widths
 
 NUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def variant(c: ml_collections.ConfigDict, arg: str | None, name: str,
+def variant(c: ml_collections.ConfigDict, arg: str | None,
             smoke_nus: tuple[float, ...]) -> ml_collections.ConfigDict:
     """A nu sweep's ``smoke`` or ``cpu`` variant (``arg``) of the study's sweep ``c``."""
-    if arg == "smoke":
-        c = widths.smoke(c)
-        c.model.hidden = (20,)
-        c.sweep.nu = smoke_nus
-    elif arg == "cpu":
-        c = widths.cpu(c)
-        c.model.hidden = (200,)
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of {name}; expected 'smoke' or 'cpu'")
-    return c
+    return variants.select(
+        c, arg, smoke=lambda c: widths.smoke(c, **{"model.hidden": (20,), "sweep.nu": smoke_nus}),
+        cpu=lambda c: widths.cpu(c, **{"model.hidden": (200,)}))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = widths.study(mixture_linear.get_config())
     c.name = "mixture_linear_nu"
     c.sweep.nu = NUS
-    return variant(c, arg, "mixture_nu", (0.3, 1.0))
+    return variant(c, arg, (0.3, 1.0))

@@ -9,36 +9,19 @@ Variants (``configs/mixture_xor.py:ARG``):
   smoke: P=50, nu=1.0, 20 epochs, 3 levels, 2 replicates; seconds on a laptop CPU.
 """
 
-from imp_jax.config import base_config
+from configs import variants
+
+STUDY = {
+    "name": "mixture_xor", "replicates": 5,
+    "data.name": "mixture_xor", "data.mixture_nu": 0.6, "data.label_noise": 0.25,
+    "model.hidden": (500,), "model.use_bias": False, "model.init": "kaiming_uniform",
+    "train.epochs": 1000, "train.batch_size": 1024, "train.lr": 0.1,
+    "imp.levels": 60, "imp.min_weights": 20, "checkpoint.every_epochs": 100,
+}
+# A seconds-long run of a mixture config: a tiny network on an easier task.
+SMOKE = {"replicates": 2, "model.hidden": (50,), "data.mixture_nu": 1.0, "train.epochs": 20,
+         "imp.levels": 3, "imp.min_weights": 0, "checkpoint.every_epochs": 10}
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
-    c.name = "mixture_xor"
-    c.replicates = 5
-    c.data.name = "mixture_xor"
-    c.data.mixture_nu = 0.6
-    c.data.label_noise = 0.25
-    c.model.hidden = (500,)
-    c.model.use_bias = False
-    c.model.init = "kaiming_uniform"
-    c.train.epochs = 1000
-    c.train.batch_size = 1024
-    c.train.lr = 0.1
-    c.imp.levels = 60
-    c.imp.min_weights = 20
-    c.checkpoint.every_epochs = 100
-    c.log.every_epochs = 100
-    if arg == "smoke":
-        c.name = "mixture_xor_smoke"
-        c.replicates = 2
-        c.model.hidden = (50,)
-        c.train.epochs = 20
-        c.imp.levels = 3
-        c.imp.min_weights = 0
-        c.data.mixture_nu = 1.0  # an easier task, that a tiny network learns in seconds
-        c.checkpoint.every_epochs = 10
-        c.log.every_epochs = 0
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of mixture_xor; expected 'smoke'")
-    return c
+    return variants.build(STUDY, arg, smoke={"name": "mixture_xor_smoke", **SMOKE})

@@ -21,4 +21,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = widths.study(mixture_xor.get_config())
     c.name = "mixture_xor_nu"
     c.sweep.nu = NUS
-    return mixture_nu.variant(c, arg, "mixture_xor_nu", (0.6, 1.3))
+    return mixture_nu.variant(c, arg, (0.6, 1.3))

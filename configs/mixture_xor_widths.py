@@ -21,13 +21,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "mixture_xor_widths"
     c.data.mixture_nu = 1.0
     c.sweep.width = widths.WIDTHS
-    if arg == "smoke":
-        c = widths.smoke(c)
-        c.sweep.width = (5, 20)
-    elif arg == "cpu":
-        c = widths.cpu(c)
-        c.sweep.width = widths.CPU_WIDTHS
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of mixture_xor_widths; expected 'smoke' or "
-                         f"'cpu'")
-    return c
+    return widths.width_variants(c, arg)

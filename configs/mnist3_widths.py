@@ -15,7 +15,7 @@ Variants (``configs/mnist3_widths.py:ARG``):
 
 import ml_collections
 
-from configs import mnist_noise
+from configs import mnist_noise, variants
 from configs import mnist_widths as widths
 
 
@@ -24,12 +24,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "mnist3_widths"
     c.model.hidden = (300, 100)
     c.sweep.width = (3, 5, 10, 25, 50, 100, 300, 500, 1000, 5000, 10_000)
-    if arg == "smoke":
-        c = widths.smoke(c)
-        c.sweep.width = (10, 50)
-    elif arg == "cpu":
-        c = widths.cpu(c)
-        c.sweep.width = (3, 10, 25, 100, 300, 1000)
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of mnist3_widths; expected 'smoke' or 'cpu'")
-    return c
+    return variants.select(c, arg, smoke=widths.smoke,
+                           cpu=lambda c: widths.cpu(c, (3, 10, 25, 100, 300, 1000)))

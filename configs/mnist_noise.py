@@ -15,34 +15,20 @@ Variants (``configs/mnist_noise.py:ARG``):
   smoke: 2 000 training examples, 2 epochs, 2 levels, 2 replicates; seconds on a laptop CPU.
 """
 
-from imp_jax.config import base_config
+from configs import variants
+
+STUDY = {
+    "name": "mnist_noise", "replicates": 3,
+    "data.name": "mnist", "data.label_noise": 0.2,
+    "model.hidden": (300,), "model.init": "kaiming_normal", "model.bias_init": "torch_default",
+    "train.epochs": 120, "train.batch_size": 128, "train.lr": 0.1,
+    "prune.exclude": ("^output/",), "prune.count": "openlth",
+    "imp.levels": 30, "checkpoint.every_epochs": 10,
+}
+# A seconds-long run of an image config, on a subset.
+SMOKE = {"replicates": 2, "data.train_subset": 2000, "train.epochs": 2, "imp.levels": 2,
+         "checkpoint.every_epochs": 1}
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
-    c.name = "mnist_noise"
-    c.replicates = 3
-    c.data.name = "mnist"
-    c.data.label_noise = 0.2
-    c.model.hidden = (300,)
-    c.model.init = "kaiming_normal"
-    c.model.bias_init = "torch_default"
-    c.train.epochs = 120
-    c.train.batch_size = 128
-    c.train.lr = 0.1
-    c.prune.exclude = ("^output/",)
-    c.prune.count = "openlth"
-    c.imp.levels = 30
-    c.checkpoint.every_epochs = 10
-    c.log.every_epochs = 10
-    if arg == "smoke":
-        c.name = "mnist_noise_smoke"
-        c.replicates = 2
-        c.data.train_subset = 2000
-        c.train.epochs = 2
-        c.imp.levels = 2
-        c.checkpoint.every_epochs = 1
-        c.log.every_epochs = 0
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of mnist_noise; expected 'smoke'")
-    return c
+    return variants.build(STUDY, arg, smoke={"name": "mnist_noise_smoke", **SMOKE})

@@ -25,56 +25,41 @@ Variants (``configs/mnist_widths.py:ARG``):
 
 import ml_collections
 
-from configs import mnist_noise
+from configs import mnist_noise, variants
 from imp_jax.sweep import with_sweep
+
+# The reductions of an MNIST sweep's cpu variant (see the module docstring).
+CPU = {"replicates": 2, "data.train_subset": 5000, "train.epochs": 60, "prune.fraction": 0.36,
+       "checkpoint.every_epochs": 20}
 
 
 def study(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The study's MNIST sweep settings: rewinding from P >= 1000, pruning until fewer than 100
     prunable weights would remain."""
-    c = with_sweep(c)
-    c.sweep.overrides = (("width>=1000", "imp.rewind", "1ep"),)
-    c.imp.levels = 60
-    c.imp.min_weights = 100
-    return c
+    return variants.apply(with_sweep(c), {
+        "sweep.overrides": (("width>=1000", "imp.rewind", "1ep"),), "imp.levels": 60,
+        "imp.min_weights": 100})
 
 
-def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A seconds-long version of an MNIST sweep."""
-    c.name += "_smoke"
-    c.replicates = 2
-    c.data.train_subset = 2000
-    c.train.epochs = 2
-    c.imp.levels = 2
-    c.sweep.overrides = (("width>=50", "imp.rewind", "10it"),)
-    c.checkpoint.every_epochs = 1
-    c.log.every_epochs = 0
-    return c
+def smoke(c: ml_collections.ConfigDict, widths: tuple[int, ...] = (10, 50)
+          ) -> ml_collections.ConfigDict:
+    """A seconds-long version of an MNIST sweep; rewinding (10 steps) from P >= 50, to exercise
+    the override."""
+    return variants.apply(c, {"name": c.name + "_smoke", **mnist_noise.SMOKE,
+                              "sweep.overrides": (("width>=50", "imp.rewind", "10it"),),
+                              "sweep.width": widths})
 
 
-def cpu(c: ml_collections.ConfigDict, epochs: int = 60) -> ml_collections.ConfigDict:
-    """The reductions of an MNIST sweep's ``cpu`` variant (see the module docstring)."""
-    c.name += "_cpu"
-    c.replicates = 2
-    c.data.train_subset = 5000
-    c.train.epochs = epochs
-    c.prune.fraction = 0.36
-    c.checkpoint.every_epochs = 20
-    c.log.every_epochs = 0
-    return c
+def cpu(c: ml_collections.ConfigDict, widths: tuple[int, ...] | None = None, **fields
+        ) -> ml_collections.ConfigDict:
+    """An MNIST sweep's cpu variant: :data:`CPU`, then ``fields``, at ``widths``."""
+    c = variants.apply(c, {"name": c.name + "_cpu", **CPU, **fields})
+    return variants.apply(c, {"sweep.width": widths}) if widths else c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = study(mnist_noise.get_config())
     c.name = "mnist_widths"
-    c.sweep.overrides += (("width>=2000", "prune.exclude", ()),)
     c.sweep.width = (5, 10, 50, 100, 300, 500, 1000, 2000, 5000, 10_000)
-    if arg == "smoke":
-        c = smoke(c)
-        c.sweep.width = (10, 50)
-    elif arg == "cpu":
-        c = cpu(c)
-        c.sweep.width = (5, 10, 50, 100, 300, 1000)
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of mnist_widths; expected 'smoke' or 'cpu'")
-    return c
+    c.sweep.overrides += (("width>=2000", "prune.exclude", ()),)
+    return variants.select(c, arg, smoke=smoke, cpu=lambda c: cpu(c, (5, 10, 50, 100, 300, 1000)))

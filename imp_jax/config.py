@@ -203,8 +203,11 @@ FIELDS: dict[str, Field] = {
     "eval.num_bins": Field(15, _int_in(1), "ECE bins"),
     "eval.fresh_points": Field(100_000, _int_in(1), "mixtures: fresh points compared with the "
                                                     "exact p(y|x)"),
-    "log.every_epochs": Field(10, _int_in(0), "progress lines within a level every N epochs "
-                                              "(0 = none)", identity=False),
+    "log.every_epochs": Field(0, _int_in(0), "progress lines within a level every N epochs "
+                                             "(0 = about every log.every_seconds)",
+                              identity=False),
+    "log.every_seconds": Field(30, _int_in(1), "progress lines about this often (when "
+                                               "log.every_epochs is 0)", identity=False),
     "parallel.mode": Field("batch", _one_of(parallel.MODES), "split each minibatch over the "
                                                              "devices, or 'replicates'",
                            identity=False),

@@ -226,6 +226,7 @@ class Run:
         writers = list(self.writers) if self.writers is not None else [
             TensorBoardWriter(self.dir.tb / f"replicate_{r}") for r in range(self.exp.replicates)]
         self.progress = Progress(c.imp.levels, c.train.epochs, c.log.every_epochs,
+                                 c.log.every_seconds,
                                  status=self.dir.status if self.primary else None,
                                  writers=writers if self.primary else (),
                                  num_bins=c.eval.num_bins)
