@@ -47,6 +47,8 @@ def parse_flags(argv: list[str], config_flag: flags.FlagHolder) -> list[str]:
                    config_lib.FIELDS and not name.startswith("config.sweep.")]
         if unknown and isinstance(e, (AttributeError, KeyError)):
             message = f"{unknown[0]}: unknown field"
+        elif isinstance(e, SyntaxError):
+            message = f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}"
         else:  # errors from loading the config file end with the cause, after a traceback
             message = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
         print(f"error: {message}", file=sys.stderr)

@@ -72,6 +72,7 @@ class Checkpoints:
             return ocp.CheckpointManager(Path(root).resolve() / name, options=options)
 
         _quiet_abandoned_io()
+        self.read_only = read_only
         self.rewind = manager("rewind", 1)
         self.levels = manager("levels", None)
         self.progress = manager("progress", 1)
@@ -89,14 +90,26 @@ class Checkpoints:
         self.save(self.rewind, step, state, {"step": step})
 
     def restore_rewind(self, step: int, target: PyTree) -> PyTree:
-        return self.restore(self.rewind, step, target)[0]
+        return self._restore(self.rewind, step, target)
+
+    def _restore(self, manager: ocp.CheckpointManager, index: int, target: PyTree) -> PyTree:
+        try:
+            return self.restore(manager, index, target)[0]
+        except CheckpointError as e:
+            if not self.read_only:
+                raise
+            # A reader changes nothing: the likelier cause is a config.json edited by hand.
+            raise CheckpointError(
+                f"checkpoint {manager.directory / str(index)} cannot be restored with the run's "
+                f"config.json ({_cause(e.__cause__ or e)}); if config.json was edited, put "
+                f"back the config the run was trained with") from e
 
     def save_level(self, level: int, state: PyTree) -> None:
         """The trained state at the end of ``level``."""
         self.save(self.levels, level, state, {"level": level})
 
     def restore_level(self, level: int, target: PyTree) -> PyTree:
-        return self.restore(self.levels, level, target)[0]
+        return self._restore(self.levels, level, target)
 
     def finished_levels(self) -> list[int]:
         """The levels whose trained state is saved, in order."""

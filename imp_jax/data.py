@@ -151,6 +151,7 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -
     """Prepares ``builder``'s dataset: from the archives in ``manual_dir`` (no network), or
     downloaded by tensorflow-datasets when ``manual_dir`` is None."""
     import tensorflow_datasets as tfds  # already imported by load_tfds
+    from tensorflow_datasets.core.download import download_manager
 
     if manual_dir is not None:
         archives = {
@@ -169,7 +170,15 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -
             )
     _import_tensorflow()
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    builder.download_and_prepare(download_config=config)
+    try:
+        builder.download_and_prepare(download_config=config)
+    except download_manager.NonMatchingChecksumError as e:
+        # The message names the URL and the local file first; the sizes follow.
+        detail = " ".join(str(e).split("To debug")[0].split())
+        raise ValueError(
+            f"an archive of {builder.name!r} does not match the checksum tensorflow-datasets "
+            f"registers for it ({detail}); it is truncated or another version: download it "
+            f"again from that URL") from e
 
 
 def _read_tfds(builder: tfds.core.DatasetBuilder) -> dict[str, np.ndarray]:

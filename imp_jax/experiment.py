@@ -80,6 +80,9 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
             normalisation=c.normalisation)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"config.data: {e}") from e
+    except OSError as e:  # an unwritable data_dir, for one
+        raise ConfigError(f"config.data: cannot read or write the dataset's files ({e}); check "
+                          f"data.data_dir and data.manual_dir") from e
 
 
 def make_trainer(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,

@@ -126,6 +126,12 @@ def markdown(records: list[dict[str, Any]], columns: list[str] | None = None) ->
                       *(line([_cell(r[c]) for c in columns]) for r in records)])
 
 
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise ReportError(f"cannot write {path}: it is a directory; give a file name, e.g. "
+                          f"--csv={path / 'report.csv'}")
+
+
 def write_csv(records: list[dict[str, Any]], path: Path, columns: list[str] | None = None,
               names: dict[str, str] | None = None) -> None:
     """The records as CSV, each column under its name in ``names`` (default
@@ -148,9 +154,7 @@ def write_csv(records: list[dict[str, Any]], path: Path, columns: list[str] | No
             else:
                 values += ["", ""] if r[c] is None else list(r[c])
         writer.writerow(values)
-    if path.is_dir():
-        raise ReportError(f"cannot write {path}: it is a directory; give a file name, e.g. "
-                          f"--csv={path / 'report.csv'}")
+    _check_target(path)
     try:
         write_atomic(path, text.getvalue())
     except RunDirError as e:
@@ -397,15 +401,21 @@ def report_runs(paths: list[str], *, csv_path: str = "", draw: bool = True,
         drawn), or the CSV cannot be written.
     """
     loaded = {path: load_rows(path) for path in paths}
-    for path in paths:
+    records = []
+    for path, (rows, bins) in loaded.items():
         holder = in_progress(path)
         if holder:
             logging.info("%s: in progress (%s); reporting its finished levels", path, holder)
-    records = [r for path, (rows, bins) in loaded.items() for r in table_rows(path, rows, bins)]
+        try:
+            records += table_rows(path, rows, bins)
+        except ValueError as e:  # rows without a metric the config names
+            raise ReportError(f"{path}: {e}; if config.json was edited, put back the config "
+                              f"the run was trained with") from e
     target = Path(csv_path or Path(paths[0]) / "report.csv")
-    write_csv(records, target)
-    logging.info("wrote %s", target)
+    _check_target(target)
     if draw:
         for path in paths:
             draw_run_figures(path, redraw=redraw)
+    write_csv(records, target)
+    logging.info("wrote %s", target)
     return markdown(records)

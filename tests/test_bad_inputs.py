@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from imp_jax import soak
+from tests.conftest import MNIST_ARCHIVES
 from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE,
@@ -125,6 +126,30 @@ def _garble_rewind(workdir: Path) -> None:
     _corrupt("checkpoints/rewind/0/state/d/*", "garbage")(workdir)
 
 
+def _edit_config(section: str, field: str, value: object) -> Callable[[Path], None]:
+    def edit(workdir: Path) -> None:
+        config = json.loads((workdir / "config.json").read_text())
+        config[section][field] = value
+        (workdir / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+def _broken_config(workdir: Path) -> None:
+    Path(f"{workdir}.broken.py").write_text("def get_config(:\n")
+
+
+def _file_at_data_dir(workdir: Path) -> None:
+    Path(f"{workdir}.file").write_text("a file where data_dir's parent should be")
+
+
+def _truncated_archives(workdir: Path) -> None:
+    archives = Path(f"{workdir}.archives")
+    shutil.copytree(MNIST_ARCHIVES, archives)
+    image = archives / "train-images-idx3-ubyte.gz"
+    image.chmod(0o644)
+    image.write_bytes(image.read_bytes()[:100_000])
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One bad input: command-line flags, optionally a broken copy of the tiny run to point them
@@ -134,7 +159,9 @@ class Case:
     flags: tuple[str, ...]
     expect: str
     breaks: Callable[[Path], None] | None = None  # applied to a copy of the tiny run
-    config: str = "--config=configs/mixture_linear.py:smoke"
+    config: str = "--config=configs/mixture_linear.py:smoke"  # {workdir} is filled in
+    module: str = "experiments.run"  # others get the flags alone
+    prepare: Callable[[Path], None] | None = None  # given the case's run directory path
 
 
 CASES = [
@@ -211,6 +238,51 @@ CASES = [
     Case("rewind_checkpoint_garbage", (),
          "error: checkpoint {workdir}/checkpoints/rewind/0 is unreadable (",
          breaks=_garble_rewind),
+    # Found later, each once a traceback or a misleading message.
+    Case("exclude_everything", ('--config.prune.exclude=(".*",)',),
+         "error: config.prune.exclude: ('.*',) excludes every prunable leaf"),
+    Case("seed_too_large", (f"--config.seed={2**63}",),
+         "error: config.seed: must be an integer >= 0 and <= 9223372036854775807"),
+    Case("mixture_nu_huge", ("--config.data.mixture_nu=1e30",),
+         "error: config.data.mixture_nu: must be in [0.0, 100.0], got 1e+30"),
+    Case("config_json_null", (), "error: {workdir}/config.json is unreadable (it holds a NoneType",
+         breaks=_write("config.json", "null")),
+    Case("config_file_syntax_error", (), "error: the config file {workdir}.broken.py has a syntax "
+         "error at line 1: invalid syntax",
+         config="--config={workdir}.broken.py", prepare=_broken_config),
+    Case("repeated_tuple_override_last_wins", ("--config.model.hidden=(8,)",
+                                               "--config.model.hidden=(0,)"),
+         "error: config.model.hidden: must be a non-empty tuple of positive integers, e.g. "
+         "(300,), got (0,)"),
+    Case("unwritable_data_dir", ("--config.data.manual_dir=" + str(MNIST_ARCHIVES),
+                                 "--config.data.data_dir={workdir}.file/tfds"),
+         "error: config.data: cannot read or write the dataset's files ([Errno 20] Not a "
+         "directory", config="--config=configs/mnist_noise.py:smoke", prepare=_file_at_data_dir),
+    Case("truncated_mnist_archive", ("--config.data.manual_dir={workdir}.archives",
+                                     "--config.data.data_dir={workdir}.tfds"),
+         "error: config.data: an archive of 'mnist' does not match the checksum "
+         "tensorflow-datasets registers for it", config="--config=configs/mnist_noise.py:smoke",
+         prepare=_truncated_archives),
+    Case("sweep_override_unknown_field",
+         ("--config=configs/mixture_linear_widths.py:smoke",
+          "--config.sweep.overrides=(('width>4','train.rate',1.0),)", "--sweep_dir={workdir}"),
+         "error: config.sweep.overrides[0]: 'train.rate' is not a config field",
+         module="experiments.sweep"),
+    # Reports.
+    Case("report_csv_is_a_directory", ("{workdir}", "--csv={workdir}", "--noplots"),
+         "error: cannot write {workdir}: it is a directory; give a file name",
+         breaks=lambda workdir: None, module="experiments.report"),
+    Case("report_csv_unwritable", ("{workdir}", "--csv={workdir}/config.json/out.csv",
+                                   "--noplots"),
+         "error: cannot write {workdir}/config.json/out.csv: [Errno 17] File exists",
+         breaks=lambda workdir: None, module="experiments.report"),
+    Case("report_after_hidden_edited", ("{workdir}", "--redraw"),
+         "error: checkpoint {workdir}/checkpoints/levels/0 cannot be restored with the run's "
+         "config.json (", breaks=_edit_config("model", "hidden", [9]),
+         module="experiments.report"),
+    Case("report_after_num_bins_edited", ("{workdir}", "--noplots"),
+         "error: {workdir}: metric 'test_ece_10' is missing from the rows of level 0",
+         breaks=_edit_config("eval", "num_bins", 10), module="experiments.report"),
 ]
 
 
@@ -221,17 +293,29 @@ class Outcome:
     out: subprocess.CompletedProcess
 
 
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
 def _run_case(case: Case, tiny_run: Path, workdir: Path) -> Outcome:
     before = {}
     if case.breaks:
         shutil.copytree(tiny_run, workdir)
         case.breaks(workdir)
         before = digests(workdir)
+    if case.prepare:
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        case.prepare(workdir)
     flags = [f.format(workdir=workdir) for f in case.flags]
+    if case.module != "experiments.run":
+        return Outcome(workdir, before, run_module(case.module, *flags))
     if not any(f.startswith("--workdir=") for f in flags):
         flags.append(f"--workdir={workdir}")
     extra = TINY_MIXTURE if case.config.startswith("--config=configs/mixture") else []
-    out = run_cli(case.config, *extra, "--config.checkpoint.every_epochs=1", *flags)
+    out = run_cli(case.config.format(workdir=workdir), *extra,
+                  "--config.checkpoint.every_epochs=1", *flags)
     return Outcome(workdir, before, out)
 
 
