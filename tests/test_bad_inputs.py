@@ -293,12 +293,6 @@ class Outcome:
     out: subprocess.CompletedProcess
 
 
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def _run_case(case: Case, tiny_run: Path, workdir: Path) -> Outcome:
     before = {}
     if case.breaks:
@@ -310,7 +304,7 @@ def _run_case(case: Case, tiny_run: Path, workdir: Path) -> Outcome:
         case.prepare(workdir)
     flags = [f.format(workdir=workdir) for f in case.flags]
     if case.module != "experiments.run":
-        return Outcome(workdir, before, run_module(case.module, *flags))
+        return Outcome(workdir, before, run_cli(*flags, module=case.module))
     if not any(f.startswith("--workdir=") for f in flags):
         flags.append(f"--workdir={workdir}")
     extra = TINY_MIXTURE if case.config.startswith("--config=configs/mixture") else []

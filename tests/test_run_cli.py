@@ -16,9 +16,9 @@ TINY_MIXTURE = ["--config.data.mixture_dim=10", "--config.data.mixture_train=500
                 "--config.eval.fresh_points=2000"]
 
 
-def run_cli(*args, cwd=ROOT):
+def run_cli(*args, cwd=ROOT, module="experiments.run"):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "experiments.run", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=600)
 
 
