@@ -191,14 +191,14 @@ class Run:
             self.stop = stack.enter_context(signals.stop_on_signals())
             stack.enter_context(self._watched())
             try:
-                return self._run()
+                return self._levels()
             except Exception as e:  # the one line the command prints goes into log.txt too
                 if self.primary:
                     handler.handle(log.makeRecord(log.name, logging.ERROR, "", 0, str(e), (),
                                                   None))
                 raise
 
-    def _run(self) -> dict[str, Any]:
+    def _levels(self) -> dict[str, Any]:
         """IMP: train level 0; then prune, rewind and retrain, level after level."""
         done = self._repair()
         state = self.restore_level(done[-1]) if done else None
@@ -263,11 +263,8 @@ class Run:
         if state is not None:
             return state
         if level == 0:
-            state = self.exp.layout.put_state(
+            return self.exp.layout.put_state(
                 self.exp.trainer.init(self.init_keys, self.exp.x_train[:1]))
-            if self.exp.rewind_step == 0:
-                self.ckpt.save_rewind(0, state)
-            return state
         start = time.perf_counter()
         c = self.exp.config.prune
         keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.prune_keys)
@@ -298,6 +295,7 @@ class Run:
         self.progress.start_level(level, step // spe)
         self._resumable(level, step)
         start = time.perf_counter()
+        self._save_rewind_point(level, step, state)
         while step < exp.total_steps:
             epoch, lo = divmod(step, spe)
             hi = spe
@@ -321,8 +319,7 @@ class Run:
         """Between compiled chunks: the rewind point, the in-level checkpoint every
         ``checkpoint.every_epochs`` epochs, and a clean stop on SIGTERM/SIGINT."""
         exp, every = self.exp, self.exp.config.checkpoint.every_epochs
-        if level == 0 and step == exp.rewind_step:
-            self.ckpt.save_rewind(step, state)
+        self._save_rewind_point(level, step, state)
         spe = exp.trainer.steps_per_epoch
         periodic = step % spe == 0 and every and (step // spe) % every == 0
         # One look at the signals: one that arrives during the save below waits for the next
@@ -336,6 +333,11 @@ class Run:
             raise RunInterruptedError(
                 f"stopped by signal {signum} at level {level}, step {step}; a checkpoint is "
                 f"written: run the same command again to resume", signum)
+
+    def _save_rewind_point(self, level: int, step: int, state: train.TrainState) -> None:
+        """Saves the rewind point when level 0 reaches it (at its start for rewind "0")."""
+        if level == 0 and step == self.exp.rewind_step and step not in self.ckpt.rewind.all_steps():
+            self.ckpt.save_rewind(step, state)
 
     def _resumable(self, level: int, step: int) -> None:
         """Tells the signal watchdog where the run would resume if it ended the process."""
