@@ -10,6 +10,7 @@ noisy machine affects both sides alike.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,6 +186,72 @@ def bench_cifar(repeats: int) -> None:
           f"epoch_50k={seconds * 50_000 / batch:.0f}s")
 
 
+def _cnn_figures(model: nn.Module, shape: tuple[int, ...], repeats: int) -> dict[str, float]:
+    """Seconds per call of the ``cnn`` section for one model (see :func:`bench_cnn`): a
+    training step (plain, and in each replicate batching with 1 and 3 replicates), the plain
+    apply and the driver's prediction with 1 and 3 replicates."""
+    batch, steps, n_test = 128, 2, 10_000
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(steps * batch, *shape)), jnp.float32)
+    y = rng.integers(0, 10, size=steps * batch).astype(np.int32)
+    x_test = jnp.asarray(rng.normal(size=(n_test, *shape)), jnp.float32)
+    hyper = train.Hyper(batch_size=batch, lr=0.1, momentum=0.9)
+    trainers = {b: train.Trainer(model, hyper, steps * batch, replicate_batching=b)
+                for b in train.REPLICATE_BATCHING}
+    auto = trainers[train.choose_replicate_batching(model, shape, batch)]
+    init = jax.tree_util.tree_map(lambda a: a[0],
+                                  auto.init(jax.random.split(jax.random.key(0), 1), x))
+    step = jax.jit(functools.partial(train.train_step, trainer=auto), donate_argnums=0)
+    batches = [train.Batch(x[i * batch:(i + 1) * batch], jnp.asarray(y[i * batch:(i + 1) * batch]),
+                           jnp.ones(batch, jnp.float32)) for i in range(steps)]
+    holder = [init]
+
+    def plain_steps():  # the same steps as a run_steps call, one jitted step at a time
+        for b in batches:
+            holder[0], metrics = step(holder[0], b)
+        return metrics
+
+    fns = {"step": plain_steps}
+    for b, tr in trainers.items():
+        fns[b] = _epochs(tr, 1, x, y, 1)
+        fns[f"{b}3"] = _epochs(tr, 3, x, y, 1)
+    for r in (1, 3):
+        states = auto.init(jax.random.split(jax.random.key(0), r), x)
+        fns[f"predict{r}"] = functools.partial(auto.predict, states.params, states.masks,
+                                               states.model_state, x_test)
+    apply = jax.jit(functools.partial(model.apply, train=False))
+    variables = jax.tree_util.tree_map(lambda a: a[0], {"params": states.params,
+                                                        **states.model_state})
+    fns["apply"] = functools.partial(apply, variables, x_test)
+    t = timeit_interleaved(fns, repeats)
+    per_step = ("step", *train.REPLICATE_BATCHING, *(f"{b}3" for b in train.REPLICATE_BATCHING))
+    return {**t, **{k: t[k] / steps for k in per_step}, "auto": auto.replicate_batching}
+
+
+def bench_cnn(repeats: int) -> None:
+    """Each CNN's training loop and prediction against its plain jitted step and apply.
+
+    ``loop_vs_step``: the per-step time of ``Trainer.run_steps`` (one replicate) over that of
+    ``train.train_step`` jitted alone, for each replicate batching; ``replicates3``: 3
+    replicates in one program over 3 separate runs; ``eval_vs_apply``: ``Trainer.predict`` (the
+    batching the driver picks) on 10 000 test images over the model's ``apply`` jitted alone on
+    all of them (``eval3``: 3 replicates, over 3 applies). Synthetic float images, batch 128,
+    SGD with momentum, no augmentation.
+    """
+    cnns = (("resnet20 W=16", models.make_model("resnet", 10, width=16, blocks_per_stage=3),
+             (32, 32, 3)),
+            ("mnist resnet6 W=8", models.make_model("resnet", 10, width=8, blocks_per_stage=1),
+             (28, 28, 1)))
+    for name, model, shape in cnns:
+        t = _cnn_figures(model, shape, max(1, repeats // 2))
+        loops = " ".join(f"{b}={t[b] / t['step']:.2f}" for b in train.REPLICATE_BATCHING)
+        threes = " ".join(f"{b}={t[f'{b}3'] / (3 * t[b]):.2f}" for b in train.REPLICATE_BATCHING)
+        print(f"cnn {name} batch=128: step={t['step'] * 1e3:.0f}ms loop_vs_step=[{loops}] "
+              f"replicates3=[{threes}] apply_10k={t['apply']:.2f}s "
+              f"eval_vs_apply({t['auto']})={t['predict1'] / t['apply']:.2f} "
+              f"eval3_vs_apply={t['predict3'] / (3 * t['apply']):.2f}", flush=True)
+
+
 def bench_sharded_epoch(repeats: int) -> None:
     """The FCN epoch of ``bench_epoch`` with each batch split over all devices."""
     rng = np.random.default_rng(0)
@@ -252,7 +320,7 @@ def bench_level(repeats: int) -> None:
 
 SECTIONS: dict[str, Callable[[int], None]] = {
     "prune": bench_prune, "epoch": bench_epoch, "replicates": bench_replicates,
-    "cifar": bench_cifar, "scaling": bench_scaling, "level": bench_level,
+    "cifar": bench_cifar, "cnn": bench_cnn, "scaling": bench_scaling, "level": bench_level,
     "sharded_epoch": bench_sharded_epoch}
 
 

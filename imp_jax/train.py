@@ -1,10 +1,17 @@
-"""Train state, the jitted training loop and evaluation.
+"""Training and evaluation: the train step, and the wrappers that run it.
 
-Every function here works on a *batch of replicates*: each leaf of a :class:`TrainState` has a
-leading replicate axis, the inputs ``x`` are shared by all replicates (held once on device), and
-the labels have one row per replicate. Training runs as jitted calls of :func:`Trainer.run_steps`,
-each a loop over minibatches of on-device data; masks are *inputs* of the compiled function, so
-every pruning level reuses one compilation.
+Read :func:`train_step` first: one SGD step of one replicate on one minibatch, all there is to
+training (and :func:`eval_step`, the logits of one batch). Around it, each in one place:
+
+* :func:`minibatch`: the examples of step ``i`` of an epoch, taken from the training set held
+  once on device, in the replicate's order (the last batch padded at zero weight);
+* :func:`for_each_replicate`: a function of one replicate made a function of a batch of them
+  (a leading axis on every leaf of a :class:`TrainState`), as ``replicate_batching`` says;
+* :func:`run_steps`: the loop over an epoch's minibatches, steps ``lo..hi-1``, with the loss
+  and the first non-finite step of each replicate;
+* :attr:`Trainer.run_steps`, :attr:`Trainer.predict`: the compiled programs, with the device
+  layout (:mod:`imp_jax.parallel`) and the donated state. Masks are inputs, so every pruning
+  level reuses one compilation.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -22,6 +30,7 @@ import numpy as np
 import optax
 
 from imp_jax import augment as augment_lib
+from imp_jax import convolutions
 from imp_jax import masks as masks_lib
 
 PyTree = Any
@@ -89,6 +98,133 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example softmax cross-entropy with integer labels."""
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+class Batch(NamedTuple):
+    """One replicate's minibatch.
+
+    Attributes:
+      x: the examples (B, ...), as held on device (uint8 images are normalised by the step).
+      y: their integer labels (B,).
+      weight: float32 (B,): 1 for the real examples, 0 for those padding a partial last batch.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    weight: jax.Array
+
+
+def train_step(state: TrainState, batch: Batch,
+               trainer: Trainer) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step of one replicate on ``batch``: all there is to training.
+
+    Augments and normalises the inputs as ``trainer`` says, takes the gradient of the weighted
+    mean cross-entropy through the masked params, updates BatchNorm's statistics from the real
+    examples only, and applies the masked momentum and weight decay at the learning rate of the
+    global step.
+
+    Returns:
+      The new state and ``{"loss": the batch's mean training loss}``.
+    """
+    x = batch.x
+    if trainer.normalisation is not None and trainer.augment:
+        # Keyed by the replicate's data-order key and the step: a resumed run replays it.
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        x = augment_lib.augment_and_normalise(key, x, *trainer.normalisation)
+    elif trainer.normalisation is not None:
+        x = augment_lib.normalise(x, *trainer.normalisation)
+
+    def loss_fn(params):
+        variables = {"params": masks_lib.apply_mask(params, state.masks), **state.model_state}
+        # Batch statistics (if any) are updated in train mode, from the real examples of the
+        # batch only; they are never pruned.
+        logits, model_state = trainer.model.apply(variables, x, train=True,
+                                                  valid=batch.weight > 0,
+                                                  mutable=list(state.model_state))
+        loss = jnp.sum(cross_entropy(logits, batch.y) * batch.weight) / jnp.sum(batch.weight)
+        return loss, model_state
+
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = trainer.optimizer.update(grads, state.opt_state, state.params,
+                                                  masks=state.masks)
+    lr = trainer.learning_rate(state.step)
+    params = jax.tree_util.tree_map(lambda p, u: p - (lr * u).astype(p.dtype),
+                                    state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state={**state.model_state, **model_state}), {"loss": loss}
+
+
+def eval_step(params: PyTree, masks: PyTree, model_state: PyTree, x: jax.Array,
+              trainer: Trainer) -> jax.Array:
+    """The logits of one replicate (its masked ``params``, running statistics) on a batch."""
+    if trainer.normalisation is not None:
+        x = augment_lib.normalise(x, *trainer.normalisation)
+    variables = {"params": masks_lib.apply_mask(params, masks), **model_state}
+    return trainer.model.apply(variables, x, train=False)
+
+
+def minibatch(x: jax.Array, y: jax.Array, order: jax.Array, i: jax.Array,
+              batch_size: int) -> Batch:
+    """Minibatch ``i`` of an epoch of one replicate: the examples ``order[i*B:(i+1)*B]``.
+
+    Args:
+      x: the training examples (n_train, ...), shared by all replicates.
+      y: this replicate's labels (n_train,).
+      order: this replicate's example order of the epoch (n_train,).
+      i: the step within the epoch.
+      batch_size: B.
+
+    A last batch past the end of ``order`` is filled up with the epoch's first examples at zero
+    weight, so that batch statistics (BatchNorm) still see real, distinct images.
+    """
+    n = order.shape[0]
+    position = i * batch_size + jnp.arange(batch_size)
+    index = order[position % n]
+    return Batch(jnp.take(x, index, axis=0), jnp.take(y, index),
+                 (position < n).astype(jnp.float32))
+
+
+def for_each_replicate(fn: Callable[..., PyTree], batching: str) -> Callable[..., PyTree]:
+    """``fn`` of one replicate's arguments as a function of a batch of replicates.
+
+    Every argument and result of the new function has a leading replicate axis on each leaf.
+    ``batching`` (one of :data:`REPLICATE_BATCHING`) says how the replicates are computed:
+    ``jax.vmap``, one call of ``fn`` per replicate in the program (``"unroll"``), or
+    ``jax.lax.map``; the results agree to float rounding.
+    """
+    if batching == "vmap":
+        return jax.vmap(fn)
+    if batching == "map":
+        return lambda *args: jax.lax.map(lambda one: fn(*one), args)
+
+    def unrolled(*args):
+        count = jax.tree_util.tree_leaves(args)[0].shape[0]
+        results = [fn(*jax.tree_util.tree_map(lambda a, r=r: a[r], args)) for r in range(count)]
+        return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *results)
+
+    return unrolled
+
+
+def train_loop(step: Callable[[TrainState, jax.Array], tuple[TrainState, dict[str, jax.Array]]],
+               state: TrainState, lo: jax.Array,
+               hi: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``state`` after ``step(state, i)`` for ``i`` in ``lo..hi-1``, in one ``fori_loop``.
+
+    ``state`` is one replicate's or a batch of them, and the stats have the shape of its
+    ``step``: ``{"loss": the mean training loss, "first_nonfinite_step": the global step whose
+    loss was first NaN or infinite, or -1}``.
+    """
+
+    def body(i, carry):
+        state, total, bad = carry
+        new, metrics = step(state, i)
+        loss = metrics["loss"]
+        return new, total + loss, jnp.where((bad < 0) & ~jnp.isfinite(loss), state.step, bad)
+
+    shape = jnp.shape(state.step)
+    init = (state, jnp.zeros(shape, jnp.float32), jnp.full(shape, -1, jnp.int32))
+    state, total, bad = jax.lax.fori_loop(lo, hi, body, init)
+    return state, {"loss": total / jnp.maximum(hi - lo, 1), "first_nonfinite_step": bad}
 
 
 def choose_replicate_batching(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
@@ -192,33 +328,6 @@ class Trainer:
         params = masks_lib.apply_mask(point.params, masks)
         return point.replace(params=params, masks=masks, opt_state=self.optimizer.init(params))
 
-    def _step(self, state: TrainState, xb: jax.Array, yb: jax.Array,
-              weights: jax.Array) -> tuple[TrainState, jax.Array]:
-        if self.normalisation is not None and self.augment:
-            # Keyed by the replicate's data-order key and the step: a resumed run replays it.
-            key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-            xb = augment_lib.augment_and_normalise(key, xb, *self.normalisation)
-        elif self.normalisation is not None:
-            xb = augment_lib.normalise(xb, *self.normalisation)
-
-        def loss_fn(params):
-            variables = {"params": masks_lib.apply_mask(params, state.masks), **state.model_state}
-            # Batch statistics (if any) are updated in train mode, from the real examples of
-            # the batch only; they are never pruned.
-            logits, model_state = self.model.apply(variables, xb, train=True, valid=weights > 0,
-                                                   mutable=list(state.model_state))
-            loss = jnp.sum(cross_entropy(logits, yb) * weights) / jnp.sum(weights)
-            return loss, model_state
-
-        (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params,
-                                                   masks=state.masks)
-        lr = self.learning_rate(state.step)
-        params = jax.tree_util.tree_map(lambda p, u: p - (lr * u).astype(p.dtype),
-                                        state.params, updates)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                             model_state={**state.model_state, **model_state}), loss
-
     def epoch_order(self, rng: np.ndarray, epoch: int) -> np.ndarray:
         """The shuffled example order of ``epoch`` for each replicate: (replicates, n_train).
 
@@ -230,102 +339,78 @@ class Trainer:
         return np.stack([np.random.default_rng([*map(int, key), epoch]).permutation(self.n_train)
                          for key in rng]).astype(np.int32)
 
-    def _replicate_step(self, state: TrainState, x: jax.Array, y: jax.Array, idx: jax.Array,
-                        weights: jax.Array) -> tuple[TrainState, jax.Array]:
-        """One step of one replicate on the examples ``idx`` of the shared ``x``."""
-        xb = jnp.take(x, idx, axis=0)
-        if self.batch_sharding is not None:
-            xb = jax.lax.with_sharding_constraint(xb, self.batch_sharding)
-        return self._step(state, xb, jnp.take(y, idx), weights)
-
-    def _run_steps(self, groups: tuple[TrainState, ...], x: jax.Array,
-                   ys: tuple[jax.Array, ...], orders: tuple[jax.Array, ...], lo: jax.Array,
-                   hi: jax.Array) -> tuple[tuple[TrainState, ...], dict[str, jax.Array]]:
-        """Steps ``lo..hi-1`` of an epoch for groups of replicates.
-
-        Each group is a batch of replicates (leading axis), with its labels and orders of shape
-        (replicates, n_train); every iteration of the loop takes one step of every group, the
-        replicates of a group batched with ``jax.vmap``. Returns the new groups and, over all
-        replicates in turn, ``{"loss": mean training loss, "first_nonfinite_step": the global
-        step whose loss was first NaN or infinite, or -1}``.
-        """
-        b, spe, n = self.hyper.batch_size, self.steps_per_epoch, self.n_train
-        # The last batch is filled up with the epoch's first examples at zero loss weight, so
-        # that batch statistics (BatchNorm) still see real, distinct images.
-        orders = tuple(jnp.concatenate([order, order[:, :spe * b - n]], axis=1)
-                       for order in orders)
-        valid = (jnp.arange(spe * b) < n).astype(jnp.float32)
-        step = jax.vmap(self._replicate_step, in_axes=(0, None, 0, 0, None))
-
-        def body(i, carry):
-            weights = jax.lax.dynamic_slice_in_dim(valid, i * b, b)
-            out = []
-            for state, total, bad, y, order in zip(*carry, ys, orders, strict=True):
-                idx = jax.lax.dynamic_slice_in_dim(order, i * b, b, axis=1)
-                new, loss = step(state, x, y, idx, weights)
-                bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), state.step, bad)
-                out.append((new, total + loss, bad))
-            return tuple(zip(*out, strict=True))
-
-        init = (groups, tuple(jnp.zeros(len(y), jnp.float32) for y in ys),
-                tuple(jnp.full(len(y), -1, jnp.int32) for y in ys))
-        groups, totals, bads = jax.lax.fori_loop(lo, hi, body, init)
-        return groups, {"loss": jnp.concatenate(totals) / jnp.maximum(hi - lo, 1),
-                        "first_nonfinite_step": jnp.concatenate(bads)}
-
     @property
     def run_steps(self):
         """Jitted ``(states, x, labels, order, lo, hi) -> (states, stats)`` over replicates.
 
-        ``x`` is shared, ``labels`` and ``order`` (see :meth:`epoch_order`) have shape
-        (replicates, n_train); ``lo`` and ``hi`` are scalars: steps ``lo..hi-1`` of the epoch.
-        The states are donated. How the replicates are computed follows
-        :attr:`replicate_batching`; the results agree to float rounding.
+        Steps ``lo..hi-1`` (scalars) of the epoch whose example order is ``order`` (see
+        :meth:`epoch_order`), of every replicate: :func:`train_step` on each :func:`minibatch`
+        of the shared ``x``, in a :func:`train_loop`, :func:`for_each_replicate` as
+        :attr:`replicate_batching` says. ``labels`` and ``order`` have shape (replicates,
+        n_train); the states are donated; the stats are :func:`train_loop`'s, per replicate.
         """
         return _jit_run_steps(self)
 
-    def _predict(self, params: PyTree, masks: PyTree, model_state: PyTree,
-                 x: jax.Array) -> jax.Array:
-        variables = {"params": masks_lib.apply_mask(params, masks), **model_state}
-        batch = min(self.eval_batch_size, x.shape[0])
-        if self.normalisation is not None:
-            x = augment_lib.normalise(x, *self.normalisation)
-        return jax.lax.map(lambda xb: self.model.apply(variables, xb[None], train=False)[0], x,
-                           batch_size=batch)
-
     @property
     def predict(self):
-        """Jitted ``(states, x) -> logits`` of shape (replicates, n, classes), in batches."""
+        """Jitted ``(params, masks, model_state, x) -> logits`` of shape (replicates, n,
+        classes): :func:`eval_step` over ``x`` in batches of :attr:`eval_batch_size`, the
+        replicates computed as :attr:`replicate_batching` says."""
         return _jit_predict(self)
+
+
+def _native_on_cpu(fn: Callable[..., PyTree]) -> Callable[..., PyTree]:
+    """``fn`` with its convolutions in the form XLA:CPU runs fast inside loops and under vmap
+    (see :mod:`imp_jax.convolutions`); other backends pick their own."""
+    return convolutions.native_convolutions(fn) if jax.default_backend() == "cpu" else fn
 
 
 @functools.cache
 def _jit_run_steps(trainer: Trainer):
-    def batched(states, x, y, order, lo, hi):
-        (states,), stats = trainer._run_steps((states,), x, (y,), (order,), lo, hi)
-        return states, stats
+    b = trainer.hyper.batch_size
 
-    def unrolled(states, x, y, order, lo, hi):
-        # Groups of one replicate each, keeping its leading axis: every replicate then runs the
-        # very program of a single-replicate run (XLA lays out its dots alike).
-        def split(tree):
-            return tuple(jax.tree_util.tree_map(lambda a, r=r: a[r:r + 1], tree)
-                         for r in range(len(y)))
+    def run(states, x, labels, order, lo, hi):
+        @_native_on_cpu
+        def step(state, y, order, i):  # one replicate
+            batch = minibatch(x, y, order, i, b)
+            if trainer.batch_sharding is not None:
+                batch = batch._replace(
+                    x=jax.lax.with_sharding_constraint(batch.x, trainer.batch_sharding))
+            return train_step(state, batch, trainer)
 
-        groups, stats = trainer._run_steps(split(states), x, split(y), split(order), lo, hi)
-        return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *groups), stats
+        if trainer.replicate_batching == "map":  # each replicate through all its steps in turn
+            def replicate(state, y, order):
+                return train_loop(lambda s, i: step(s, y, order, i), state, lo, hi)
 
-    def mapped(states, x, y, order, lo, hi):
-        def one(replicate):
-            state, y1, order1 = jax.tree_util.tree_map(lambda a: a[None], replicate)
-            return jax.tree_util.tree_map(lambda a: a[0], batched(state, x, y1, order1, lo, hi))
+            return for_each_replicate(replicate, "map")(states, labels, order)
 
-        return jax.lax.map(one, (states, y, order))
+        def all_replicates(states, i):  # step i of every replicate
+            each = for_each_replicate(lambda s, y, o: step(s, y, o, i),
+                                      trainer.replicate_batching)
+            return each(states, labels, order)
 
-    run = {"vmap": batched, "unroll": unrolled, "map": mapped}[trainer.replicate_batching]
+        return train_loop(all_replicates, states, lo, hi)
+
     return jax.jit(run, donate_argnums=0, out_shardings=trainer.state_sharding)
 
 
 @functools.cache
 def _jit_predict(trainer: Trainer):
-    return jax.jit(jax.vmap(trainer._predict, in_axes=(0, 0, 0, None)))
+    def one(params, masks, model_state, x):  # one replicate, all of x
+        n = x.shape[0]
+        batch = min(trainer.eval_batch_size, n)
+        full = n - n % batch
+
+        @_native_on_cpu
+        def apply(xb):
+            return eval_step(params, masks, model_state, xb, trainer)
+
+        logits = jax.lax.map(apply, x[:full].reshape(-1, batch, *x.shape[1:]))
+        logits = logits.reshape(full, -1)
+        return jnp.concatenate([logits, apply(x[full:])]) if full < n else logits
+
+    def run(params, masks, model_state, x):
+        each = for_each_replicate(lambda p, m, s: one(p, m, s, x), trainer.replicate_batching)
+        return each(params, masks, model_state)
+
+    return jax.jit(run)

@@ -1,4 +1,7 @@
-"""Tests of imp_jax.train: the replicate-batched training loop and evaluation."""
+"""Tests of imp_jax.train: the train step, the replicate-batched training loop and evaluation."""
+
+import dataclasses
+import functools
 
 import chex
 import jax
@@ -25,8 +28,8 @@ def make_trainer(replicate_batching="vmap", **hyper):
                          replicate_batching=replicate_batching)
 
 
-def stacked(y, replicates):
-    return jnp.broadcast_to(y, (replicates, N))
+def stacked(y, replicates, n=N):
+    return jnp.broadcast_to(y, (replicates, n))
 
 
 def order(tr, state, epoch):
@@ -166,3 +169,76 @@ def test_first_nonfinite_step_is_reported(problem):
     # Step 0 starts from the finite initialisation; its huge update breaks the next steps.
     assert int(np.asarray(stats["first_nonfinite_step"])[0]) == 1
     assert not np.isfinite(np.asarray(stats["loss"])).any()
+
+
+@pytest.mark.parametrize("batching", train.REPLICATE_BATCHING)
+def test_run_steps_is_a_loop_of_train_step(problem, batching):
+    """The compiled loop is train_step on each minibatch, replicate by replicate."""
+    x, y = problem
+    tr = make_trainer(batching, momentum=0.9, weight_decay=1e-3)
+    keys = jax.random.split(jax.random.key(9), 2)
+    init = tr.init(keys, x)
+    epoch = order(tr, init, 0)
+    got, stats = tr.run_steps(tr.init(keys, x), x, stacked(y, 2), epoch, 1, 4)
+    step = jax.jit(functools.partial(train.train_step, trainer=tr))
+    for r in range(2):
+        state, losses = jax.tree_util.tree_map(lambda a, r=r: a[r], init), []
+        for i in range(1, 4):
+            state, metrics = step(state, train.minibatch(x, y, jnp.asarray(epoch[r]), i, 32))
+            losses.append(float(metrics["loss"]))
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, r=r: a[r], got), state,
+                                    atol=1e-6)
+        assert float(stats["loss"][r]) == pytest.approx(np.mean(losses), rel=1e-6)
+
+
+def test_minibatch_pads_the_last_batch_at_zero_weight():
+    x, y = jnp.arange(10.0)[:, None], jnp.arange(10)
+    order = jnp.asarray([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+    batch = train.minibatch(x, y, order, 2, 4)  # examples 8, 9 of the order, then 0, 1 again
+    np.testing.assert_array_equal(batch.y, [1, 0, 9, 8])
+    np.testing.assert_array_equal(batch.x[:, 0], [1.0, 0.0, 9.0, 8.0])
+    np.testing.assert_array_equal(batch.weight, [1.0, 1.0, 0.0, 0.0])
+
+
+def test_predict_in_batches_equals_one_apply(problem):
+    x, _ = problem
+    tr = dataclasses.replace(make_trainer(), eval_batch_size=30)  # 3 batches and 10 left
+    state = tr.init(jax.random.split(jax.random.key(10), 2), x)
+    logits = tr.predict(state.params, state.masks, state.model_state, x)
+    for r in range(2):
+        expected = tr.model.apply({"params": jax.tree_util.tree_map(lambda a, r=r: a[r],
+                                                                    state.params)}, x)
+        np.testing.assert_allclose(logits[r], expected, rtol=1e-6, atol=1e-6)
+
+
+# What the trainer gave before its step was rewritten as train_step and its wrappers (the same
+# for every replicate_batching, to float rounding): two epochs of two replicates, each
+# replicate's mean loss of the second, the sum of the output kernels and of |logits|.
+PREVIOUS = {"fcn": ([1.0865057, 1.2160237], 9.758451, 600.8088),
+            "resnet": ([1.0310486, 0.9802559], 6.019968, 96.77948)}
+
+
+@pytest.mark.parametrize("name", ["fcn", "resnet"])
+def test_results_match_the_previous_trainer(name):
+    """A small FCN, and a ResNet with BatchNorm and a padded last batch, as before."""
+    rng = np.random.default_rng(0)
+    if name == "fcn":
+        model, shape, n, b = models.make_model("fcn", 3, hidden=(16,)), (6,), 100, 32
+    else:
+        model, shape, n = models.make_model("resnet", 3, width=2, blocks_per_stage=1), (8, 8, 1), 20
+        b = 8
+    x = jnp.asarray(rng.normal(size=(n, *shape)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, size=n).astype(np.int32))
+    loss, kernel_sum, logit_sum = PREVIOUS[name]
+    for batching in train.REPLICATE_BATCHING if name == "fcn" else ("vmap",):
+        tr = train.Trainer(model, train.Hyper(batch_size=b, lr=0.1, momentum=0.9,
+                                              weight_decay=1e-3), n, replicate_batching=batching)
+        state = tr.init(jax.random.split(jax.random.key(3), 2), x)
+        for epoch in range(2):
+            state, stats = tr.run_steps(state, x, stacked(y, 2, n), order(tr, state, epoch), 0,
+                                        tr.steps_per_epoch)
+        logits = tr.predict(state.params, state.masks, state.model_state, x)
+        np.testing.assert_allclose(stats["loss"], loss, rtol=1e-5)
+        assert float(jnp.sum(state.params["output"]["kernel"])) == pytest.approx(kernel_sum,
+                                                                                  rel=1e-5)
+        assert float(jnp.sum(jnp.abs(logits))) == pytest.approx(logit_sum, rel=1e-5)
