@@ -102,7 +102,7 @@ def make_trainer(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
     batching = c.parallel.replicate_batching
     if batching == "auto":
         batching = "vmap" if layout.splits_replicates else train.choose_replicate_batching(
-            model, dataset.x_train.shape[1:], c.train.batch_size)
+            model, dataset.x_train.shape[1:], c.train.batch_size, replicates=c.replicates)
     problem = layout.check(c.replicates, c.train.batch_size, batching)
     if problem:
         raise ConfigError(problem)

@@ -43,6 +43,9 @@ PyTree = Any
 REPLICATE_BATCHING = ("vmap", "unroll", "map")
 # One core's L2 cache, roughly: the activations of a step up to which "unroll" beats "map".
 UNROLL_MAX_ACTIVATION_BYTES = 1 << 20
+# "unroll" writes one copy of the step per replicate into the program: past this many, its
+# compilation takes minutes, and "map" is chosen instead.
+UNROLL_MAX_REPLICATES = 16
 
 
 @flax.struct.dataclass
@@ -228,23 +231,26 @@ def train_loop(step: Callable[[TrainState, jax.Array], tuple[TrainState, dict[st
 
 
 def choose_replicate_batching(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
-                              backend: str | None = None) -> str:
+                              backend: str | None = None, replicates: int = 1) -> str:
     """The fastest of :data:`REPLICATE_BATCHING` for ``model`` on ``backend`` (default: JAX's).
 
     Accelerators get ``"vmap"``. On a CPU, batched matmuls run no faster per replicate than
     single ones while the working set grows with the replicates, so they run one at a time:
     interleaved step by step (``"unroll"``) while a step's activations fit in about one core's
-    cache, else one after another (``"map"``). ``python -m experiments.benchmark
-    --only=replicates`` measures all three.
+    cache and there are at most :data:`UNROLL_MAX_REPLICATES` of them, else one after another
+    (``"map"``). ``python -m experiments.benchmark --only=replicates`` measures all three.
 
     Args:
       model: the Flax model.
       input_shape: the shape of one example.
       batch_size: examples per step.
       backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``.
+      replicates: how many replicates the program computes.
     """
     if (backend or jax.default_backend()) != "cpu":
         return "vmap"
+    if replicates > UNROLL_MAX_REPLICATES:
+        return "map"
     sample = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
     variables = jax.eval_shape(
         lambda x: model.init(jax.random.key(0), x, capture_intermediates=True), sample)

@@ -114,6 +114,9 @@ def test_choose_replicate_batching():
     assert train.choose_replicate_batching(small, (100,), 1024, "cpu") == "unroll"
     assert train.choose_replicate_batching(wide, (100,), 1024, "cpu") == "map"
     assert train.choose_replicate_batching(wide, (100,), 1024, "gpu") == "vmap"
+    # A thousand copies of the step would take minutes to compile: one after another instead.
+    assert train.choose_replicate_batching(small, (100,), 1024, "cpu", replicates=16) == "unroll"
+    assert train.choose_replicate_batching(small, (100,), 1024, "cpu", replicates=1000) == "map"
     with pytest.raises(ValueError, match="replicate_batching must be one of"):
         make_trainer("scan")
 
