@@ -109,12 +109,13 @@ class Batch(NamedTuple):
     Attributes:
       x: the examples (B, ...), as held on device (uint8 images are normalised by the step).
       y: their integer labels (B,).
-      weight: float32 (B,): 1 for the real examples, 0 for those padding a partial last batch.
+      real: float32 (B,): 1 for the real examples, 0 for those padding a partial last batch (the
+        loss weight of each example).
     """
 
     x: jax.Array
     y: jax.Array
-    weight: jax.Array
+    real: jax.Array
 
 
 def train_step(state: TrainState, batch: Batch,
@@ -142,9 +143,9 @@ def train_step(state: TrainState, batch: Batch,
         # Batch statistics (if any) are updated in train mode, from the real examples of the
         # batch only; they are never pruned.
         logits, model_state = trainer.model.apply(variables, x, train=True,
-                                                  valid=batch.weight > 0,
+                                                  valid=batch.real > 0,
                                                   mutable=list(state.model_state))
-        loss = jnp.sum(cross_entropy(logits, batch.y) * batch.weight) / jnp.sum(batch.weight)
+        loss = jnp.sum(cross_entropy(logits, batch.y) * batch.real) / jnp.sum(batch.real)
         return loss, model_state
 
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -200,7 +200,7 @@ def test_minibatch_pads_the_last_batch_at_zero_weight():
     batch = train.minibatch(x, y, order, 2, 4)  # examples 8, 9 of the order, then 0, 1 again
     np.testing.assert_array_equal(batch.y, [1, 0, 9, 8])
     np.testing.assert_array_equal(batch.x[:, 0], [1.0, 0.0, 9.0, 8.0])
-    np.testing.assert_array_equal(batch.weight, [1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(batch.real, [1.0, 1.0, 0.0, 0.0])
 
 
 def test_predict_in_batches_equals_one_apply(problem):
