@@ -374,16 +374,12 @@ def load_dataset(
     if task.is_mixture:
         if mixture_nu is None:
             raise ValueError(f"mixture_nu (the mean scale nu) is required for {name}")
-        x_train, y_train = task.sample(_stream(key, "mixture_train"), mixture_nu, mixture_train,
-                                       mixture_dim)
-        x_test, y_test = task.sample(_stream(key, "mixture_test"), mixture_nu, mixture_test,
-                                     mixture_dim)
-        num_classes = mixtures.NUM_CLASSES
+        x_train, y_train, x_test, y_test, num_classes = _sample_mixture(
+            task, key, mixture_nu, mixture_dim, mixture_train, mixture_test)
     else:
         x_train, y_train, x_test, y_test, num_classes = load_tfds(
             name, data_dir=data_dir, manual_dir=manual_dir
         )
-
     if classes:  # negative values fail the check too
         if not 2 <= classes <= num_classes:
             raise ValueError(f"classes must be 0 (all) or in [2, {num_classes}] for {name}, "
@@ -408,17 +404,15 @@ def load_dataset(
     noisy_test, _ = add_label_noise(_stream(key, "test_noise"), y_test, label_noise, num_classes)
     if validation_size:
         y_val, _ = add_label_noise(_stream(key, "val_noise"), y_val, label_noise, num_classes)
-    return Dataset(
-        x_train=x_train,
-        y_train=noisy_train,
-        y_train_clean=y_train,
-        corrupted=corrupted,
-        x_test=x_test,
-        y_test=y_test,
-        y_test_noisy=noisy_test,
-        num_classes=num_classes,
-        name=name,
-        x_val=x_val if validation_size else None,
-        y_val=y_val if validation_size else None,
-        normalisation=stats if keep_uint8 else None,
-    )
+    return Dataset(x_train, noisy_train, y_train, corrupted, x_test, y_test, noisy_test,
+                   num_classes, name, x_val=x_val if validation_size else None,
+                   y_val=y_val if validation_size else None,
+                   normalisation=stats if keep_uint8 else None)
+
+
+def _sample_mixture(task: tasks.Task, key: jax.Array, nu: float, dim: int, n_train: int,
+                    n_test: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A mixture task's training and test points, each set from a stream of its own."""
+    x_train, y_train = task.sample(_stream(key, "mixture_train"), nu, n_train, dim)
+    x_test, y_test = task.sample(_stream(key, "mixture_test"), nu, n_test, dim)
+    return x_train, y_train, x_test, y_test, mixtures.NUM_CLASSES
