@@ -9,18 +9,12 @@ Variants (``configs/mixture_xor.py:ARG``):
   smoke: P=50, nu=1.0, 20 epochs, 3 levels, 2 replicates; seconds on a laptop CPU.
 """
 
-from configs import variants
+from configs import mixture_linear, variants
 
-STUDY = {
-    "name": "mixture_xor", "replicates": 5,
-    "data.name": "mixture_xor", "data.mixture_nu": 0.6, "data.label_noise": 0.25,
-    "model.hidden": (500,), "model.use_bias": False, "model.init": "kaiming_uniform",
-    "train.epochs": 1000, "train.batch_size": 1024, "train.lr": 0.1,
-    "imp.levels": 60, "imp.min_weights": 20, "checkpoint.every_epochs": 100,
-}
-# A seconds-long run of a mixture config: a tiny network on an easier task.
-SMOKE = {"replicates": 2, "model.hidden": (50,), "data.mixture_nu": 1.0, "train.epochs": 20,
-         "imp.levels": 3, "imp.min_weights": 0, "checkpoint.every_epochs": 10}
+# The linear task's network and schedule on the XOR task.
+STUDY = {**mixture_linear.STUDY, "name": "mixture_xor", "data.name": "mixture_xor",
+         "data.mixture_nu": 0.6, "data.label_noise": 0.25}
+SMOKE = {**mixture_linear.SMOKE, "data.mixture_nu": 1.0}
 
 
 def get_config(arg: str | None = None):

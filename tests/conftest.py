@@ -24,3 +24,15 @@ def mnist_tfds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     keywords = {"data_dir": tmp_path_factory.mktemp("tfds"), "manual_dir": MNIST_ARCHIVES}
     data.load_tfds("mnist", **keywords)
     return keywords
+
+
+@pytest.fixture(scope="module")
+def tiny_finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run of the mixture smoke config (4 levels, 2 replicates), made once per
+    test module through the command line."""
+    from tests.test_run_cli import TINY_MIXTURE, run_cli
+
+    workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+    out = run_cli("--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE, f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir

@@ -41,11 +41,8 @@ def rows(workdir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("rundir") / "run"
-    out = run_cli(*MIXTURE, f"--workdir={workdir}")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return workdir
+def finished(tiny_finished_run: Path) -> Path:
+    return tiny_finished_run
 
 
 def test_a_second_trainer_is_refused_and_no_row_is_repeated(tmp_path: Path) -> None:

@@ -40,11 +40,8 @@ def tree_digests(workdir: Path, skip: str = "plots") -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("watch") / "run"
-    out = run_cli(*MIXTURE, f"--workdir={workdir}")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return workdir
+def finished(tiny_finished_run: Path) -> Path:
+    return tiny_finished_run
 
 
 def test_event_files_hold_the_epoch_and_level_curves(finished: Path) -> None:
