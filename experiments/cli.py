@@ -11,13 +11,13 @@ import jax
 from absl import flags
 from absl import logging as absl_logging
 
+from imp_jax import cluster, imp, logs, report, signals
 from imp_jax import config as config_lib
-from imp_jax import imp, logs, report, signals
 from imp_jax.rundir import RunDirError
 
 # The failures a user can act on, each printed as one ``error:`` line (exit status 2).
 USER_ERRORS = (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError,
-               report.ReportError)
+               report.ReportError, cluster.LaunchError)
 
 
 def setup_logging() -> None:
@@ -27,6 +27,7 @@ def setup_logging() -> None:
     handler.setFormatter(logs.Formatter())
     handler.addFilter(logs.keep)
     absl_logging.set_verbosity(absl_logging.INFO)
+    sys.unraisablehook = logs.quiet_unraisable
 
 
 def parse_flags(argv: list[str], config_flag: flags.FlagHolder) -> list[str]:

@@ -1,22 +1,24 @@
-"""Runs (or resumes) every point of a sweep, then prints the study table.
+"""Runs (or resumes) the points of a sweep, here or as cluster jobs; or says where it stands.
 
     python -m experiments.sweep --config=configs/mixture_linear_widths.py:smoke [--sweep_dir=DIR]
-    python -m experiments.sweep --config=configs/mixture_linear_widths.py --print_config
+    python -m experiments.sweep --config=configs/mnist_widths.py --launcher=slurm --workers=8 \
+        --slurm.partition=gpu --slurm.timeout_min=1440
+    python -m experiments.sweep --config=configs/mnist_widths.py --status   (or --print_config)
 
-The config is a sweep config (see ``imp_jax/sweep.py``); every ``--config.x=y`` override applies
-to every point, and ``--config.sweep.width='(5,10)'`` changes an axis. Each point is an ordinary
-run directory ``<sweep_dir>/<point name>/`` (e.g. ``width=300``), run in order: a point whose
-``summary.json`` says finished (with the same stop conditions) is skipped without loading its
-data, an interrupted one resumes where it stopped. ``<sweep_dir>/sweep.json`` lists the points
-and their directories. Without ``--sweep_dir`` the sweep lives in ``runs/<name>-<hash>``, the
-hash of everything but the axes' values: running the same command again continues the sweep,
-and widening an axis reuses the points already run.
+A sweep config (``imp_jax/sweep.py``) expands into points, each an ordinary run directory
+``<sweep_dir>/<point name>/``; ``--config.x=y`` applies to every point. Without ``--sweep_dir``
+the sweep lives in ``runs/<name>-<hash of all but the axes' values>``, so the same command
+continues it and a widened axis reuses the points already run. Finished points are skipped
+without loading their data, interrupted ones resume.
 
-The whole sweep (every point's config, and the run directories already there) is checked before
-any point runs; a bad value stops it with one ``error:`` line naming the field (exit status 2).
-At the end the study table is printed and written to ``<sweep_dir>/study.csv``, and the study
-figures drawn into ``<sweep_dir>/plots/`` (``python -m experiments.report SWEEP_DIR`` redraws
-them).
+Without ``--launcher`` this process is one worker. Any number of workers may share a sweep
+directory: each trains the points no other worker holds, and exits when none is left for it.
+``--launcher=slurm --workers=N`` submits N worker jobs through submitit and returns;
+``--launcher=local`` runs them here and waits. ``--status`` touches nothing.
+
+Everything is checked before any point runs; a bad value stops it with one ``error:`` line naming
+the field (exit status 2). When every point is finished, the study table is printed and written
+to ``<sweep_dir>/study.csv`` with the figures in ``<sweep_dir>/plots/``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
+from imp_jax import cluster, imp, report
 from imp_jax import config as config_lib
-from imp_jax import imp, report
 from imp_jax import sweep as sweep_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,7 +48,47 @@ _LOG_LEVELS = flags.DEFINE_bool("log_levels", False, "Also log every level of ev
 _PRINT = flags.DEFINE_bool("print_config", False, "Print the resolved sweep config, its points "
                            "and what running would do to each; then exit without training or "
                            "writing.")
+_STATUS = flags.DEFINE_bool("status", False, "Print where every point stands (finished, running "
+                            "with its level and epoch, unfinished, not started); write nothing.")
+_LAUNCHER = flags.DEFINE_enum("launcher", None, list(cluster.LAUNCHERS), "Run the points as "
+                              "--workers submitit jobs: on SLURM (submit and return) or as "
+                              "processes here (and wait). Default: this process is one worker.")
+_WORKERS = flags.DEFINE_integer("workers", 1, "How many worker jobs --launcher starts.")
+_SLURM = config_flags.DEFINE_config_dict(
+    "slurm", cluster.slurm_config(), "SLURM settings of the worker jobs, as --slurm.partition=gpu "
+    "--slurm.gpus_per_node=1 --slurm.timeout_min=1440 (see imp_jax/cluster.py).")
 flags.mark_flags_as_required(["config"])
+
+
+def print_plan(config, sweep_dir: str) -> None:
+    """The resolved config, then each point's run directory and what running would do to it."""
+    points = sweep_lib.points(config)
+    sweep_lib.check_sweep_dir(Path(sweep_dir), config, points)
+    print(config_lib.describe(config))
+    print(f"\nsweep directory: {sweep_dir}")
+    for point in points:
+        path = os.path.join(sweep_dir, point.name)
+        print(f"  {point.name}: {path} {imp.plan(point.config, path)}")
+
+
+def work(config, sweep_dir: str) -> bool:
+    """Runs the sweep here, or through the launcher; whether every point is now finished."""
+    if _LAUNCHER.value is None:
+        sweep_lib.run_sweep(config, sweep_dir)
+    else:
+        jobs = cluster.launch(config, sweep_dir, launcher=_LAUNCHER.value,
+                              workers=_WORKERS.value, slurm=_SLURM.value)
+        if _LAUNCHER.value == "slurm":
+            print(f"submitted; follow it with: python -m experiments.sweep "
+                  f"--config=... --sweep_dir={sweep_dir} --status")
+            return False
+        cluster.wait(jobs)
+    statuses = sweep_lib.sweep_status(config, sweep_dir)
+    if any(s.state != "finished" for s in statuses):
+        print(sweep_lib.format_status(sweep_dir, statuses))
+        logging.info("other workers hold the points left; the last one prints the study table")
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:
@@ -56,24 +98,15 @@ def main(argv: list[str]) -> int:
     if not _LOG_LEVELS.value:  # one line per point
         logging.getLogger(imp.__name__).setLevel(logging.WARNING)
     config = _CONFIG.value
+    sweep_dir = _SWEEP_DIR.value or sweep_lib.default_sweep_dir(config)
     start = time.perf_counter()
-
-    def sweep() -> str:
-        sweep_dir = _SWEEP_DIR.value or sweep_lib.default_sweep_dir(config)
-        if _PRINT.value:
-            points = sweep_lib.points(config)
-            sweep_lib.check_sweep_dir(Path(sweep_dir), config, points)
-            print(config_lib.describe(config))
-            print(f"\nsweep directory: {sweep_dir}")
-            for point in points:
-                path = os.path.join(sweep_dir, point.name)
-                print(f"  {point.name}: {path} {imp.plan(point.config, path)}")
-            return sweep_dir
-        sweep_lib.run_sweep(config, sweep_dir)
-        return sweep_dir
-
-    sweep_dir, code = cli.call(sweep)
-    if code is not None or _PRINT.value:
+    if _PRINT.value:
+        return cli.call(lambda: print_plan(config, sweep_dir))[1] or 0
+    if _STATUS.value:
+        return cli.call(lambda: print(sweep_lib.format_status(
+            sweep_dir, sweep_lib.sweep_status(config, sweep_dir))))[1] or 0
+    finished, code = cli.call(lambda: work(config, sweep_dir))
+    if code is not None or not finished:
         return code or 0
     logging.info("sweep in %s finished in %.1f s", sweep_dir, time.perf_counter() - start)
     try:

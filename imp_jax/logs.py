@@ -4,14 +4,15 @@ warnings and errors, and the libraries' own chatter kept out.
 Only the records a run already handles are silenced: INFO records of Orbax, tensorflow-datasets
 and JAX's backend set-up (the run says what it does itself), Orbax's notices that a reader opened
 checkpoints read-only (as it asked), and asyncio's echoes of Orbax futures whose error was
-already reported as one line. A user's own ``logging`` or
-``absl.logging`` records pass.
+already reported as one line (and the same coroutines, when the interpreter collects them at
+exit). A user's own ``logging`` or ``absl.logging`` records pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +67,21 @@ def to_file(path: Path) -> Iterator[logging.Handler]:
     finally:
         root.removeHandler(handler)
         handler.close()
+
+
+def to_stderr(level: int = logging.INFO) -> None:
+    """Sends the root logger's records of ``level`` and above to stderr in the tools' format (and
+    only there), for processes that have no command-line set-up of their own (cluster jobs)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(Formatter(dates=True))
+    handler.addFilter(keep)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook`` that drops the errors of Orbax's abandoned read coroutines (their
+    failure is already reported as one line) and passes every other to Python's own hook."""
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "/orbax/" in code.co_filename:
+        return
+    sys.__unraisablehook__(unraisable)

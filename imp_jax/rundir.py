@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,20 @@ def parse_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
     return rows, torn
 
 
+def _try_lock(fd: int, tries: int = 5, pause_s: float = 0.02) -> bool:
+    """Takes the exclusive lock of ``fd`` if no trainer holds it. A few tries, because a reader
+    asking :meth:`RunDir.holder` holds a shared lock for an instant, and must not turn a
+    trainer away."""
+    for i in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if i < tries - 1:
+                time.sleep(pause_s)
+    return False
+
+
 class RunDir:
     """Paths and files of one run directory."""
 
@@ -191,7 +206,7 @@ class RunDir:
         elif self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"{self.root} is a file, not a run directory; choose another "
                               f"--workdir")
-        elif self.root.exists() and any(p.name != self.lock_file.name
+        elif self.root.exists() and any(not p.name.startswith(".")  # the lock, temporaries
                                         for p in self.root.iterdir()):
             raise RunDirError(f"{self.root} is not empty and has no config.json: not an imp_jax "
                               f"run directory")
@@ -220,13 +235,11 @@ class RunDir:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(fd):
                 holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
                 raise RunDirBusyError(
                     f"{self.root} is in use by another process ({holder or 'unknown holder'}); "
-                    f"wait for it to finish, or stop it first") from None
+                    f"wait for it to finish, or stop it first")
             started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import itertools
 import logging
 import operator
@@ -38,7 +39,7 @@ import ml_collections
 from imp_jax import config as config_lib
 from imp_jax import imp, models, tasks
 from imp_jax.config import ConfigError
-from imp_jax.rundir import RunDir, RunDirError, read_json, write_json
+from imp_jax.rundir import RunDir, RunDirBusyError, RunDirError, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,8 @@ def check_sweep_dir(sweep_dir: Path, sweep_config: ml_collections.ConfigDict,
         if not isinstance(old, dict) or old.get("fingerprint") != fingerprint(sweep_config):
             raise RunDirError(f"{sweep_dir} holds another sweep (its {SWEEP_FILE} has "
                               f"another fingerprint); choose another --sweep_dir or omit it")
-    elif sweep_dir.exists() and (not sweep_dir.is_dir() or any(sweep_dir.iterdir())):
+    elif sweep_dir.exists() and (not sweep_dir.is_dir() or any(
+            not p.name.startswith(".") for p in sweep_dir.iterdir())):  # another's temporaries
         raise RunDirError(f"{sweep_dir} exists and has no {SWEEP_FILE}: not a sweep directory")
     for point in sweep_points:
         try:
@@ -252,10 +254,43 @@ def finished_summary(run_dir: Path, config: ml_collections.ConfigDict) -> dict[s
     return summary if same else None
 
 
+def _run_point(root: Path, point: Point, number: str) -> dict[str, Any] | None:
+    """The summary of ``point`` once finished: found, or run (resumed) here; None when another
+    worker trains it (holds its run directory's lock)."""
+    start = time.perf_counter()
+    run_dir = root / point.name
+    summary = finished_summary(run_dir, point.config)
+    done_before = summary is not None
+    if summary is None:
+        holder = RunDir(run_dir).holder()
+        try:
+            summary = None if holder else imp.run(point.config, str(run_dir))
+        except RunDirBusyError:  # another worker took the lock in the meantime
+            holder = RunDir(run_dir).holder() or "another worker"
+        if summary is None:
+            log.info("point %s %s: being trained by %s; left to it", number, point.name, holder)
+            return None
+    best = ("no best pruned model yet" if summary["best_level"] is None else
+            f"{summary['effective_parameters']} weights (level {summary['best_level']}), "
+            f"test error {summary['best_test_error']:.4f}")
+    log.info("point %s %s: %s | %d weights, test error %.4f -> %s | %.1f s", number,
+             point.name, "finished before" if done_before else "ran", summary["total_weights"],
+             summary["dense_test_error"], best, time.perf_counter() - start)
+    return summary
+
+
 def run_sweep(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path
               ) -> list[dict[str, Any]]:
-    """Runs or resumes every point of the sweep in ``sweep_dir``, in order; returns their
-    summaries.
+    """Runs or resumes, in order, every point of the sweep in ``sweep_dir`` that no other worker
+    is training; returns the summaries of the finished points, in order.
+
+    Any number of workers (processes on one host, or on hosts sharing the file system) may run
+    the same sweep directory at once. A point is claimed by its run directory's lock
+    (:meth:`RunDir.locked`): a worker skips the points another one holds and passes over them
+    again while it still finds work, so it exits when every point is finished or held by
+    another worker. The lock of a worker that dies is released with it (on NFS, when its lease
+    expires), and the next pass of any worker, or the next worker started, resumes its point
+    from the last checkpoint, to the same rows as an uninterrupted run.
 
     Raises:
       imp_jax.config.ConfigError: a bad sweep or point config, before anything is written.
@@ -265,19 +300,87 @@ def run_sweep(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path
     sweep_points = points(sweep_config)
     root = Path(sweep_dir)
     claim(root, sweep_config, sweep_points)
-    summaries = []
-    for i, point in enumerate(sweep_points, 1):
-        start = time.perf_counter()
-        summary = finished_summary(root / point.name, point.config)
-        done_before = summary is not None
-        if summary is None:
-            summary = imp.run(point.config, str(root / point.name))
-        best = ("no best pruned model yet" if summary["best_level"] is None else
-                f"{summary['effective_parameters']} weights (level {summary['best_level']}), "
-                f"test error {summary['best_test_error']:.4f}")
-        log.info("point %d/%d %s: %s | %d weights, test error %.4f -> %s | %.1f s", i,
-                 len(sweep_points), point.name, "finished before" if done_before else "ran",
-                 summary["total_weights"], summary["dense_test_error"], best,
-                 time.perf_counter() - start)
-        summaries.append(summary)
-    return summaries
+    summaries: dict[str, dict[str, Any]] = {}
+    left = list(enumerate(sweep_points, 1))
+    while left:
+        held = []
+        for i, point in left:
+            summary = _run_point(root, point, f"{i}/{len(sweep_points)}")
+            if summary is None:
+                held.append((i, point))
+            else:
+                summaries[point.name] = summary
+        if len(held) == len(left):  # no progress: every point left is another worker's
+            break
+        left = held
+    return [summaries[p.name] for p in sweep_points if p.name in summaries]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a sweep stands, read without touching anything.
+
+STATES = ("finished", "running", "unfinished", "not started")
+
+
+@dataclasses.dataclass(frozen=True)
+class PointStatus:
+    """Where one point stands: ``state`` (one of :data:`STATES`) and what it means."""
+
+    name: str
+    state: str
+    detail: str
+
+
+def _ago(stamp: Any) -> str:
+    try:
+        seconds = time.time() - datetime.datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        return "never"
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def point_status(run_dir: Path, config: ml_collections.ConfigDict) -> PointStatus:
+    """Where the run of ``config`` in ``run_dir`` stands; reads only (no lock, no write)."""
+    rundir = RunDir(run_dir)
+    summary = finished_summary(run_dir, config) if rundir.summary.exists() else None
+    if summary is not None:
+        best = ("no best pruned model" if summary["best_level"] is None else
+                f"best pruned {summary['effective_parameters']} weights (level "
+                f"{summary['best_level']}), test error {summary['best_test_error']:.4f}")
+        return PointStatus(run_dir.name, "finished", f"{summary['levels_done']} levels, {best}")
+    holder = rundir.holder()
+    if holder is not None:
+        status = read_json(rundir.status)
+        status = status if isinstance(status, dict) else {}
+        where = (f"level {status['level']}/{status['last_level']} epoch {status['epoch']}/"
+                 f"{status['epochs']}" if "level" in status else "starting")
+        return PointStatus(run_dir.name, "running", f"{where}, by {holder}; status updated "
+                                                    f"{_ago(status.get('updated'))}")
+    levels = len({r["level"] for r in rundir.read_rows()}) if rundir.metrics.exists() else 0
+    if levels or rundir.checkpoints.exists():
+        return PointStatus(run_dir.name, "unfinished", f"{levels} levels done, no worker on it "
+                                                       f"(stopped or died): the next worker "
+                                                       f"resumes it")
+    return PointStatus(run_dir.name, "not started", "")
+
+
+def sweep_status(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path
+                 ) -> list[PointStatus]:
+    """Where every point of the sweep in ``sweep_dir`` stands; writes nothing.
+
+    Raises:
+      ConfigError, RunDirError: as :func:`check_sweep_dir`.
+    """
+    sweep_points = points(sweep_config)
+    root = Path(sweep_dir)
+    check_sweep_dir(root, sweep_config, sweep_points)
+    return [point_status(root / p.name, p.config) for p in sweep_points]
+
+
+def format_status(sweep_dir: str | Path, statuses: list[PointStatus]) -> str:
+    """A line per point, then the counts of each state."""
+    width = max((len(s.name) for s in statuses), default=0)
+    lines = [f"{s.name:<{width}}  {s.state:<11}  {s.detail}".rstrip() for s in statuses]
+    counts = ", ".join(f"{sum(s.state == state for s in statuses)} {state}" for state in STATES)
+    lines.append(f"sweep {sweep_dir}: {len(statuses)} points: {counts}")
+    return "\n".join(lines)

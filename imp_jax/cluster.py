@@ -1,0 +1,172 @@
+"""Sweep workers as cluster jobs, through submitit.
+
+:func:`launch` claims a sweep directory, then submits ``workers`` jobs (a SLURM job array, or
+processes on this machine) that each run :func:`imp_jax.sweep.run_sweep` on it: the workers divide
+the points between them through the points' run-directory locks (see ``run_sweep``), so any
+number of them, started in any way, is safe. Each job writes its logs under ``<sweep_dir>/jobs/``
+(``<job id>_0_log.err``, ...). A job is a :class:`SweepWorker`, which submitit's checkpoint hook
+requeues when SLURM preempts it or its time runs out; the requeued worker resumes its point from
+the point's last checkpoint.
+
+Launcher settings (``--slurm.<field>`` on ``experiments.sweep``) are a ConfigDict,
+:func:`slurm_config`, checked by :func:`check_slurm` before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import submitit
+
+from imp_jax import imp, logs, signals, sweep
+from imp_jax.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("local", "slurm")
+JOBS = "jobs"  # the jobs' logs and submission files, inside the sweep directory
+# Local jobs end only with their work: submitit's local executor would stop them after 2 min.
+LOCAL_TIMEOUT_MIN = 60 * 24 * 365
+
+
+class LaunchError(RuntimeError):
+    """The workers could not be submitted, or one of them failed."""
+
+
+def slurm_config() -> ml_collections.ConfigDict:
+    """The SLURM settings of the workers' jobs, with their defaults."""
+    return ml_collections.ConfigDict({
+        "partition": "",       # the cluster's default partition when empty
+        "account": "",
+        "qos": "",
+        "constraint": "",      # e.g. "a100"
+        "gpus_per_node": 1,    # per worker: one run uses every device its job is given
+        "cpus_per_task": 8,
+        "mem_gb": 0,           # the partition's default when 0
+        "timeout_min": 24 * 60,  # a job's time limit; it is requeued when it runs out
+        "setup": (),           # shell lines run before the worker, e.g. ("module load cuda",)
+    })
+
+
+def check_slurm(slurm: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first ``slurm.<field>`` with a bad value."""
+    for field in ("partition", "account", "qos", "constraint"):
+        if not isinstance(slurm[field], str):
+            raise ConfigError(f"slurm.{field}: must be a string, got {slurm[field]!r}")
+    for field, low in (("gpus_per_node", 0), ("cpus_per_task", 1), ("mem_gb", 0),
+                       ("timeout_min", 1)):
+        if not isinstance(slurm[field], int) or slurm[field] < low:
+            raise ConfigError(f"slurm.{field}: must be an integer >= {low}, got "
+                              f"{slurm[field]!r}")
+    if not all(isinstance(line, str) for line in slurm.setup):
+        raise ConfigError(f"slurm.setup: must be a tuple of shell lines, got {slurm.setup!r}")
+
+
+class SweepWorker(submitit.helpers.Checkpointable):
+    """A job's work: run the sweep's points that no other worker holds (picklable).
+
+    As a ``Checkpointable``, submitit requeues it with the same arguments on preemption or
+    timeout; it then resumes its point from the point's last checkpoint.
+    """
+
+    def __init__(self, sweep_config: ml_collections.ConfigDict, sweep_dir: str) -> None:
+        self.sweep_config = sweep_config
+        self.sweep_dir = sweep_dir
+
+    def __call__(self, worker: int) -> list[str]:
+        """Runs worker number ``worker``; returns the names of the points finished when it
+        stopped."""
+        logs.to_stderr()
+        log.info("worker %d on sweep %s", worker, self.sweep_dir)
+        sweep_points = sweep.points(self.sweep_config)
+        sweep.run_sweep(self.sweep_config, self.sweep_dir)
+        finished = [p.name for p in sweep_points
+                    if sweep.finished_summary(Path(self.sweep_dir) / p.name, p.config)]
+        log.info("worker %d: nothing left for it; %d/%d points finished", worker, len(finished),
+                 len(sweep_points))
+        return finished
+
+
+def _parameters(launcher: str, slurm: ml_collections.ConfigDict, workers: int,
+                name: str) -> dict[str, Any]:
+    if launcher == "local":
+        # submitit hides the GPUs from local jobs unless told; they see what this process sees.
+        devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        keep = ("unset CUDA_VISIBLE_DEVICES" if devices is None else
+                f"export CUDA_VISIBLE_DEVICES={shlex.quote(devices)}")
+        return {"name": name, "timeout_min": LOCAL_TIMEOUT_MIN, "local_setup": [keep]}
+    optional = {"slurm_partition": slurm.partition, "slurm_account": slurm.account,
+                "slurm_qos": slurm.qos, "slurm_constraint": slurm.constraint,
+                "mem_gb": slurm.mem_gb}
+    return {"name": name, "timeout_min": slurm.timeout_min, "gpus_per_node": slurm.gpus_per_node,
+            "cpus_per_task": slurm.cpus_per_task, "slurm_setup": list(slurm.setup),
+            "slurm_array_parallelism": workers, **{k: v for k, v in optional.items() if v}}
+
+
+def launch(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path, *, launcher: str,
+           workers: int, slurm: ml_collections.ConfigDict | None = None
+           ) -> list[submitit.Job]:
+    """Checks the sweep and claims ``sweep_dir``, then submits ``workers`` worker jobs.
+
+    Args:
+      sweep_config: a sweep config (see :mod:`imp_jax.sweep`).
+      sweep_dir: the sweep directory the workers share.
+      launcher: ``"slurm"`` (a job array) or ``"local"`` (processes on this machine).
+      workers: how many jobs.
+      slurm: the SLURM settings (:func:`slurm_config`); ignored by ``"local"``.
+
+    Raises:
+      ConfigError: a bad sweep, launcher, worker count or SLURM setting; nothing submitted.
+      RunDirError: ``sweep_dir`` cannot hold the sweep.
+      LaunchError: the submission failed (e.g. no SLURM on this machine).
+    """
+    slurm = slurm or slurm_config()
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"launcher: must be one of {LAUNCHERS}, got {launcher!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers: must be an integer >= 1, got {workers!r}")
+    check_slurm(slurm)
+    root = Path(sweep_dir).resolve()
+    sweep.claim(root, sweep_config, sweep.points(sweep_config))
+    try:
+        executor = submitit.AutoExecutor(folder=root / JOBS, cluster=launcher)
+        executor.update_parameters(**_parameters(launcher, slurm, workers,
+                                                 f"sweep-{sweep_config.name}"))
+        jobs = executor.map_array(SweepWorker(sweep_config, str(root)), range(workers))
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        raise LaunchError(f"cannot submit the workers to {launcher}: {e}") from e
+    log.info("submitted %d worker(s) to %s: job(s) %s; logs in %s", workers, launcher,
+             " ".join(j.job_id for j in jobs), root / JOBS)
+    return jobs
+
+
+def wait(jobs: list[submitit.Job], poll_s: float = 1.0) -> None:
+    """Waits for ``jobs`` to end; SIGTERM/SIGINT stop them (each checkpoints its point).
+
+    Raises:
+      LaunchError: a job failed (the message names its log).
+      imp.RunInterruptedError: a signal stopped the wait and the jobs.
+    """
+    with signals.stop_on_signals() as stop:
+        while not all(job.done() for job in jobs):
+            if stop is not None and stop.signum is not None:
+                for job in jobs:
+                    job.cancel(check=False)
+                raise imp.RunInterruptedError(
+                    f"stopped by signal {stop.signum} while the workers ran; they were stopped "
+                    f"too, and the same command resumes the sweep", stop.signum)
+            time.sleep(poll_s)
+    for job in jobs:
+        error = job.exception()
+        if error is not None:
+            last = [line for line in str(error).splitlines() if line.strip()]
+            raise LaunchError(f"worker job {job.job_id} failed: "
+                              f"{last[-1].strip() if last else type(error).__name__}; "
+                              f"its log: {job.paths.stderr}")
