@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from imp_jax import analysis, evaluation, logs, pruning, signals, train
+from imp_jax import analysis, evaluation, logs, memory, pruning, signals, train
 from imp_jax import masks as masks_lib
 from imp_jax.checkpoints import Checkpoints
 from imp_jax.experiment import Experiment, build
@@ -129,15 +130,19 @@ class Run:
         # Several hosts share the run directory: process 0 writes the files, all write the
         # Orbax checkpoints together, and barriers keep the others from reading ahead of it.
         self.primary = jax.process_index() == 0 and not read_only
-        if self.primary:
-            self.dir.claim(config, replace=False)  # the lock holder replaces it in run()
-        _barrier("claim")
-        self.ckpt = Checkpoints(self.dir.checkpoints, read_only=read_only)
         keys = self.exp.replicate_keys()
         self.init_keys = keys
         self.prune_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x9E3779B))(keys)
         self.target = self.exp.layout.abstract_state(
             jax.eval_shape(lambda: self.exp.trainer.init(keys, self.exp.x_train[:1])))
+        if not read_only and jax.default_backend() == "cpu":  # before anything is written
+            memory.check_fits(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+                                  for x in jax.tree_util.tree_leaves(self.target)),
+                              f"a run of {self.exp.replicates} replicate(s)")
+        if self.primary:
+            self.dir.claim(config, replace=False)  # the lock holder replaces it in run()
+        _barrier("claim")
+        self.ckpt = Checkpoints(self.dir.checkpoints, read_only=read_only)
         self.writers = writers
         self.stop: signals.Stop | None = None
         # Replicates skipped after diverging (train.on_divergence="skip_replicate").

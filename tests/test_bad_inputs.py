@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -400,3 +401,20 @@ def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_run: Path, tmp_path: 
     got = rows(workdir)
     assert got[:8] == rows(tiny_run)
     assert [(r["level"], r["replicate"]) for r in got[8:]] == [(4, 0), (4, 1)]
+
+
+def test_a_model_too_large_for_the_memory_limit_stops_with_one_line(tmp_path: Path) -> None:
+    # Under an address-space limit (ulimit -v) XLA:CPU blocked forever when the state did not
+    # fit; the run must say so before allocating it, and leave nothing behind.
+    workdir = tmp_path / "run"
+    limit = 6 * 2**30
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.run", *MIXTURE, "--config.model.hidden=(3000000,)",
+         "--config.data.mixture_dim=100",
+         f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    line = error_line(out)
+    assert line.startswith("error: out of memory: a run of 2 replicate(s) needs at least ")
+    assert "the address-space limit (ulimit -v) leaves" in line
+    assert not workdir.exists()
