@@ -325,9 +325,55 @@ def bench_level(settings: Settings) -> None:
     print(f"memory mnist_noise (3 replicates): peak_rss={peak / 2**30:.2f} GiB")
 
 
+# Runs experiments.run in this interpreter's child, optionally after importing TensorFlow (as
+# runs did when they read datasets through it), and reports the child's own peak memory.
+_MEASURED_RUN = """import atexit, resource, runpy, sys
+{before}
+atexit.register(lambda: print("peak_rss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                              file=sys.stderr, flush=True))
+sys.argv = ["experiments.run", *sys.argv[1:]]
+runpy.run_module("experiments.run", run_name="__main__")
+"""
+
+
+def _start_up(flags: list[str], before: str) -> tuple[float, float, float]:
+    """Seconds to the first training step (the run's device line, logged once the data is on
+    the device and the model built), seconds in all, and peak RSS in GiB of one MNIST run."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _MEASURED_RUN.format(before=before), *flags],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    first, peak = None, 0.0
+    for line in proc.stderr:
+        if first is None and "replicate(s) on" in line:
+            first = time.perf_counter() - start
+        if line.startswith("peak_rss_kib"):
+            peak = int(line.split()[1]) / 2**20
+    if proc.wait() != 0 or first is None:
+        raise RuntimeError(f"the measured MNIST run failed (exit {proc.returncode})")
+    return first, time.perf_counter() - start, peak
+
+
+def bench_startup(settings: Settings) -> None:
+    """Start-up of an MNIST run on a prepared dataset (one epoch of the smoke config): as it
+    runs (reading the array cache, TensorFlow never imported), and with TensorFlow imported
+    first, as a run that read its data through TensorFlow paid."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = settings.data_dir or tmp + "/tfds"
+        flags = ["--config=configs/mnist_noise.py:smoke", "--config.train.epochs=1",
+                 "--config.imp.levels=0", f"--config.data.manual_dir={settings.mnist_manual_dir}",
+                 f"--config.data.data_dir={data_dir}"]
+        _start_up([*flags, f"--workdir={tmp}/prepare"], "")  # prepares MNIST once, if needed
+        for name, before in (("without_tensorflow", ""), ("with_tensorflow", "import tensorflow")):
+            times = [_start_up([*flags, f"--workdir={tmp}/{name}{i}"], before)
+                     for i in range(settings.repeats)]
+            first, total, peak = (float(np.median(t)) for t in zip(*times, strict=True))
+            print(f"startup mnist {name}: first_step={first:.2f}s run={total:.2f}s "
+                  f"peak_rss={peak:.2f}GiB")
+
+
 SECTIONS: dict[str, Callable[[Settings], None]] = {
     "prune": bench_prune, "epoch": bench_epoch, "replicates": bench_replicates,
     "cifar": bench_cifar, "cnn": bench_cnn, "scaling": bench_scaling, "level": bench_level,
-    "sharded_epoch": bench_sharded_epoch}
+    "sharded_epoch": bench_sharded_epoch, "startup": bench_startup}
 
 
