@@ -18,7 +18,8 @@ One process at a time trains in a run directory: it holds an exclusive ``flock``
 trainer is refused at once with the holder's pid, host and start time. On NFS, Linux emulates
 ``flock`` with POSIX byte-range locks, which NFSv4 servers honour across hosts; the lock of a
 host that died is released when its lease expires (typically 90 s). Readers (reports, sweep
-status) take no lock and write nothing.
+status) write nothing; asking who holds the lock takes a shared lock for an instant, which a
+trainer starting at that moment waits out.
 """
 
 from __future__ import annotations
@@ -249,7 +250,8 @@ class RunDir:
             os.close(fd)  # releases the lock
 
     def holder(self) -> str | None:
-        """Who holds the lock now (pid, host, start time), or None; takes no lock itself."""
+        """Who holds the lock now (pid, host, start time), or None. It asks by taking a shared
+        lock for an instant; a trainer taking the lock meanwhile retries (:func:`_try_lock`)."""
         if not self.lock_file.exists():
             return None
         with open(self.lock_file) as f:

@@ -340,7 +340,8 @@ def _ago(stamp: Any) -> str:
 
 
 def point_status(run_dir: Path, config: ml_collections.ConfigDict) -> PointStatus:
-    """Where the run of ``config`` in ``run_dir`` stands; reads only (no lock, no write)."""
+    """Where the run of ``config`` in ``run_dir`` stands; writes nothing (the lock is only
+    probed, see :meth:`RunDir.holder`)."""
     rundir = RunDir(run_dir)
     summary = finished_summary(run_dir, config) if rundir.summary.exists() else None
     if summary is not None:
