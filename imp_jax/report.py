@@ -224,6 +224,12 @@ def load_study(path: str) -> Study:
     return Study(root, label, axes, records, num_bins)
 
 
+def _rounded(pair: tuple[float | None, float | None]) -> tuple[int, int] | None:
+    """A count's ``(mean, std)`` rounded to whole weights; None when no replicate has one."""
+    mean, std = pair
+    return None if mean is None else (round(mean), round(std or 0.0))
+
+
 def study_rows(study: Study) -> list[dict[str, Any]]:
     """One table record per setting of the study (``(mean, std)`` cells over replicates)."""
     pair = _pair
@@ -237,8 +243,7 @@ def study_rows(study: Study) -> list[dict[str, Any]]:
             "replicates": r["replicates"], "weights": r["total_weights"],
             "test error (dense)": pair(dense["test_error"]), "ECE (dense)": pair(dense[ece]),
             "best level": r["best_level"], "effective parameters": r["effective_parameters"],
-            "effective (per replicate)": tuple(
-                round(v or 0.0) for v in pair(r["effective_parameters_replicates"])),
+            "effective (per replicate)": _rounded(pair(r["effective_parameters_replicates"])),
             "test error (best)": pair(best.get("test_error")),
             "ECE (best)": pair(best.get(ece)), "SDD": r["status"]})
     return out

@@ -351,3 +351,12 @@ def test_paper_table_and_best_small_full():
     assert models == [("best small full (width=100)", 0), ("full (width=10)", 0),
                       ("best pruned (width=10)", 3), ("full (width=100)", 0),
                       ("best pruned (width=100)", 4)]
+
+
+def test_study_table_of_a_setting_without_a_best_pruned_model():
+    # A width too narrow to learn: the same error at every level, no replicate has a minimum.
+    records = analysis.study_records([({"width": 1}, make_rows([[0.5, 0.5]] * 4, weights=100))])
+    study = report.Study(Path("."), "s", ["width"], records, 15)
+    (row,) = report.study_rows(study)
+    assert row["best level"] is None and row["effective (per replicate)"] is None
+    assert "| – | – | – |" in report.markdown([row], list(row))
