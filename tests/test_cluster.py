@@ -14,7 +14,7 @@ import pytest
 
 from imp_jax import imp, sweep
 from imp_jax.rundir import RunDir
-from tests.test_sweep import TINY_FLAGS, finished, python, results, tiny_sweep
+from tests.test_sweep import ROOT, TINY_FLAGS, finished, python, results, tiny_sweep, uninterrupted
 
 WIDTHS = (4, 8, 12)
 NAMES = sorted(f"width={w}" for w in WIDTHS)
@@ -30,9 +30,7 @@ def three_points():
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    sweep_dir = tmp_path_factory.mktemp("reference")
-    sweep.run_sweep(three_points(), sweep_dir)
-    return sweep_dir
+    return uninterrupted(tmp_path_factory, three_points())
 
 
 def ran(log_texts):
@@ -112,8 +110,7 @@ def fake_slurm(tmp_path):
 
 
 def sweep_command(env, *flags):
-    from tests.test_sweep import ROOT
-
+    """``experiments.sweep`` on the three points with ``flags``, in environment ``env``."""
     env = {**env, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", "experiments.sweep", *FLAGS, *flags],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -160,11 +160,16 @@ def test_fingerprint_ignores_the_axes_values_only():
 # -- running ----------------------------------------------------------------------------------
 
 
+def uninterrupted(tmp_path_factory, config):
+    """The sweep directory of ``config`` run in one go, to compare others with."""
+    sweep_dir = tmp_path_factory.mktemp("reference")
+    sweep_cli.run_sweep(config, sweep_dir)
+    return sweep_dir
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    sweep_dir = tmp_path_factory.mktemp("reference")
-    sweep_cli.run_sweep(tiny_sweep(), sweep_dir)
-    return sweep_dir
+    return uninterrupted(tmp_path_factory, tiny_sweep())
 
 
 def test_sweep_directory(reference):
