@@ -23,6 +23,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from experiments import cli
 from imp_jax import soak
 
 # The config flag parses and checks --config and its overrides; they are passed on verbatim.
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     # This process only compares checkpoints: keep it off the accelerators its runs need.
     jax.config.update("jax_platforms", "cpu")
+    cli.setup_logging()  # drops Orbax's notices that the compared checkpoints open read-only
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
     config_args = [a for a in sys.argv[1:] if a.startswith("--config")]
     base = Path(_WORKDIR.value or tempfile.mkdtemp(prefix="imp_soak-")).resolve()

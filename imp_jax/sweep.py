@@ -254,9 +254,10 @@ def finished_summary(run_dir: Path, config: ml_collections.ConfigDict) -> dict[s
     return summary if same else None
 
 
-def _run_point(root: Path, point: Point, number: str) -> dict[str, Any] | None:
+def _run_point(root: Path, point: Point, number: str, *, quiet: bool = False
+               ) -> dict[str, Any] | None:
     """The summary of ``point`` once finished: found, or run (resumed) here; None when another
-    worker trains it (holds its run directory's lock)."""
+    worker trains it (holds its run directory's lock), which is logged unless ``quiet``."""
     start = time.perf_counter()
     run_dir = root / point.name
     summary = finished_summary(run_dir, point.config)
@@ -268,7 +269,9 @@ def _run_point(root: Path, point: Point, number: str) -> dict[str, Any] | None:
         except RunDirBusyError:  # another worker took the lock in the meantime
             holder = RunDir(run_dir).holder() or "another worker"
         if summary is None:
-            log.info("point %s %s: being trained by %s; left to it", number, point.name, holder)
+            if not quiet:
+                log.info("point %s %s: being trained by %s; left to it", number, point.name,
+                         holder)
             return None
     best = ("no best pruned model yet" if summary["best_level"] is None else
             f"{summary['effective_parameters']} weights (level {summary['best_level']}), "
@@ -305,7 +308,8 @@ def run_sweep(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path
     while left:
         held = []
         for i, point in left:
-            summary = _run_point(root, point, f"{i}/{len(sweep_points)}")
+            summary = _run_point(root, point, f"{i}/{len(sweep_points)}",
+                                 quiet=len(left) < len(sweep_points))  # said on the first pass
             if summary is None:
                 held.append((i, point))
             else:

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,9 +31,10 @@ MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE,
            "--config.checkpoint.every_epochs=1"]
 LAST = 3  # the tiny run's last level (the smoke config's imp.levels)
 PROGRESS = LAST * (3 * 5 + 1) + 10  # its last in-level checkpoint: level 3, step 10 of 15
-# Runs experiments.run under a file-size limit: python -c LIMITED BYTES ARGS...
-LIMITED = ("import os, resource, sys; n = int(sys.argv.pop(1)); "
-           "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+# Runs experiments.run under a resource limit: python -c LIMITED RLIMIT_NAME VALUE ARGS... (set
+# in the child before exec: a fork of the test process, which runs JAX, could deadlock).
+LIMITED = ("import os, resource, sys; limit = getattr(resource, sys.argv.pop(1)); "
+           "n = int(sys.argv.pop(1)); resource.setrlimit(limit, (n, n)); "
            "os.execv(sys.executable, [sys.executable, '-m', 'experiments.run', *sys.argv[1:]])")
 
 
@@ -389,8 +389,8 @@ def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_run: Path, tmp_path: 
     # cross the limit after 300 bytes, leaving a torn line.
     args = [*MIXTURE, "--config.imp.levels=4", f"--workdir={workdir}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", LIMITED, str(size + 300), *args], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", LIMITED, "RLIMIT_FSIZE", str(size + 300),
+                          *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert (f"error: cannot write {workdir}/metrics.jsonl: [Errno 27] File too large"
             in error_line(out))
     assert (workdir / "metrics.jsonl").read_text()[:size] == (
@@ -407,13 +407,11 @@ def test_a_model_too_large_for_the_memory_limit_stops_with_one_line(tmp_path: Pa
     # Under an address-space limit (ulimit -v) XLA:CPU blocked forever when the state did not
     # fit; the run must say so before allocating it, and leave nothing behind.
     workdir = tmp_path / "run"
-    limit = 6 * 2**30
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(
-        [sys.executable, "-m", "experiments.run", *MIXTURE, "--config.model.hidden=(3000000,)",
-         "--config.data.mixture_dim=100",
-         f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+        [sys.executable, "-c", LIMITED, "RLIMIT_AS", str(6 * 2**30), *MIXTURE,
+         "--config.model.hidden=(3000000,)", "--config.data.mixture_dim=100",
+         f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     line = error_line(out)
     assert line.startswith("error: out of memory: a run of 2 replicate(s) needs at least ")
     assert "the address-space limit (ulimit -v) leaves" in line

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from imp_jax import imp, sweep
+from imp_jax import cluster, imp, sweep
+from imp_jax.config import ConfigError
 from imp_jax.rundir import RunDir
 from tests.test_sweep import ROOT, TINY_FLAGS, finished, python, results, tiny_sweep, uninterrupted
 
@@ -131,18 +132,21 @@ def test_slurm_launcher_submits_a_job_array(tmp_path):
     assert (tmp_path / "sweep" / "sweep.json").exists()  # claimed before submitting
 
 
-@pytest.mark.parametrize("flags, message", [
-    (("--launcher=slurm",), 'error: cannot submit the workers to slurm: Could not detect "srun"'),
-    (("--launcher=local", "--workers=0"), "error: workers: must be an integer >= 1, got 0"),
-    (("--launcher=slurm", "--slurm.timeout_min=0"),
-     "error: slurm.timeout_min: must be an integer >= 1, got 0"),
-])
-def test_bad_launches_stop_with_one_line(tmp_path, flags, message):
+def test_bad_launches_stop_before_anything_is_submitted(tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no srun here
-    out = sweep_command(env, f"--sweep_dir={tmp_path / 'sweep'}", *flags)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith(message)
-    assert "Traceback" not in out.stderr
+    out = sweep_command(env, f"--sweep_dir={tmp_path / 'sweep'}", "--launcher=slurm")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        'error: cannot submit the workers to slurm: Could not detect "srun"')
+    slurm = cluster.slurm_config()
+    slurm.timeout_min = 0
+    for kwargs, message in (({"launcher": "local", "workers": 0}, r"^workers: must be an "
+                             r"integer >= 1, got 0$"),
+                            ({"launcher": "slurm", "workers": 1, "slurm": slurm},
+                             r"^slurm\.timeout_min: must be an integer >= 1, got 0$")):
+        with pytest.raises(ConfigError, match=message):
+            cluster.launch(three_points(), tmp_path / "other", **kwargs)
+    assert not (tmp_path / "other").exists()
 
 
 def snapshot(root):
