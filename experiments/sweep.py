@@ -8,23 +8,23 @@
 A sweep config (``imp_jax/sweep.py``) expands into points, each an ordinary run directory
 ``<sweep_dir>/<point name>/``; ``--config.x=y`` applies to every point. Without ``--sweep_dir``
 the sweep lives in ``runs/<name>-<hash of all but the axes' values>``, so the same command
-continues it and a widened axis reuses the points already run. Finished points are skipped
-without loading their data, interrupted ones resume.
+continues it (finished points skipped, interrupted ones resumed) and a widened axis reuses them.
 
 Without ``--launcher`` this process is one worker. Any number of workers may share a sweep
 directory: each trains the points no other worker holds, and exits when none is left for it.
 ``--launcher=slurm --workers=N`` submits N worker jobs through submitit and returns;
-``--launcher=local`` runs them here and waits. ``--status`` touches nothing.
-
-Everything is checked before any point runs; a bad value stops it with one ``error:`` line naming
-the field (exit status 2). When every point is finished, the study table is printed and written
-to ``<sweep_dir>/study.csv`` with the figures in ``<sweep_dir>/plots/``.
+``--launcher=local`` runs them here and waits. ``--status`` touches nothing. A bad value stops
+everything before any point runs, with one ``error:`` line naming the field (exit status 2).
+When every point is finished, the study table is printed and written to ``<sweep_dir>/study.csv``
+with the figures in ``<sweep_dir>/plots/``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -79,8 +79,9 @@ def work(config, sweep_dir: str) -> bool:
         jobs = cluster.launch(config, sweep_dir, launcher=_LAUNCHER.value,
                               workers=_WORKERS.value, slurm=_SLURM.value)
         if _LAUNCHER.value == "slurm":
-            print(f"submitted; follow it with: python -m experiments.sweep "
-                  f"--config=... --sweep_dir={sweep_dir} --status")
+            same = " ".join(shlex.quote(a) for a in sys.argv[1:] if a.startswith("--config"))
+            print(f"submitted; follow the sweep with: python -m experiments.sweep {same} "
+                  f"--sweep_dir={sweep_dir} --status")
             return False
         cluster.wait(jobs)
     statuses = sweep_lib.sweep_status(config, sweep_dir)
