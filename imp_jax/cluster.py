@@ -85,12 +85,11 @@ class SweepWorker(submitit.helpers.Checkpointable):
         stopped."""
         logs.to_stderr()
         log.info("worker %d on sweep %s", worker, self.sweep_dir)
-        sweep_points = sweep.points(self.sweep_config)
         sweep.run_sweep(self.sweep_config, self.sweep_dir)
-        finished = [p.name for p in sweep_points
-                    if sweep.finished_summary(Path(self.sweep_dir) / p.name, p.config)]
+        statuses = sweep.sweep_status(self.sweep_config, self.sweep_dir)
+        finished = [s.name for s in statuses if s.state == "finished"]
         log.info("worker %d: nothing left for it; %d/%d points finished", worker, len(finished),
-                 len(sweep_points))
+                 len(statuses))
         return finished
 
 
