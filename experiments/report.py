@@ -3,8 +3,8 @@
     python -m experiments.report RUN_DIR [RUN_DIR ...] [--csv=PATH] [--noplots] [--redraw]
     python -m experiments.report SWEEP_DIR [SWEEP_DIR ...] [--csv=PATH] [--noplots]
 
-Prints the tables of :mod:`imp_jax.report` and writes them as CSV (``--csv``; by default
-``report.csv`` in the first RUN_DIR, ``study.csv`` and its companions in the first SWEEP_DIR);
+Prints the tables of :mod:`imp_jax.report` and, with ``--csv=PATH``, writes them as CSV (a
+sweep's companion tables beside it as ``<stem>_paper.csv`` and ``<stem>_calibration.csv``);
 unless ``--noplots``, draws the figures into ``RUN_DIR/plots/`` (those older than the run's
 metrics; ``--redraw`` draws all) or the study figures into ``SWEEP_DIR/plots/``. It writes
 nothing else: run directories are read, never claimed or repaired, also while another process
@@ -23,8 +23,8 @@ from absl import app, flags
 from experiments import cli
 from imp_jax import report
 
-_CSV = flags.DEFINE_string("csv", "", "CSV output path (default: report.csv in the first "
-                                      "RUN_DIR, study.csv in the first SWEEP_DIR).")
+_CSV = flags.DEFINE_string("csv", "", "Also write the table as CSV to this path (a sweep's "
+                                      "companion tables beside it); none by default.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Draw every run's figures into RUN_DIR/plots/, or "
                                           "the study figures of sweeps.")
 _REDRAW = flags.DEFINE_bool("redraw", False, "Draw run figures even when they are newer than "

@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
         return code or 0
     logging.info("sweep in %s finished in %.1f s", sweep_dir, time.perf_counter() - start)
     try:
-        print(report.report_sweeps([sweep_dir]))
+        print(report.report_sweeps([sweep_dir], csv_path=os.path.join(sweep_dir, "study.csv")))
     except Exception:  # every point is saved and finished: a table must not turn it into a failure
         cli.log_failure("the study report", f"python -m experiments.report {sweep_dir}")
     return 0

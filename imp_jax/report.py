@@ -326,13 +326,13 @@ def write_study_plots(studies: list[Study]) -> list[Path]:
 
 def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
                   comparisons: bool = False) -> str:
-    """Loads the sweeps in ``paths``, writes the study CSV (and figures if ``draw``) and
-    returns the markdown table.
+    """Loads the sweeps in ``paths`` and returns the markdown table; writes it as CSV to
+    ``csv_path`` only if one is given, and the study figures if ``draw``.
 
     With ``comparisons``, also the study's own table (:func:`paper_rows`) and the calibration of
     full, best small full and best pruned networks (:func:`calibration_rows`) of the width
-    sweeps, each after a blank line and written beside the study CSV as ``<name>_paper.csv``
-    and ``<name>_calibration.csv``.
+    sweeps, each after a blank line and, with ``csv_path``, written beside it as
+    ``<stem>_paper.csv`` and ``<stem>_calibration.csv``.
 
     Raises:
       ReportError: a path is not a readable sweep with a finished level.
@@ -341,9 +341,10 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
     axes = [a for a in ("width", "nu") if any(a in s.axes for s in studies)]
     records = [{**dict.fromkeys(axes), **r} for s in studies for r in study_rows(s)]
     columns = ["sweep", *axes, *(title for title, _ in STUDY_COLUMNS)]
-    path = Path(csv_path or studies[0].path / "study.csv")
-    write_csv(records, path, columns, dict(STUDY_COLUMNS))
-    logging.info("wrote %s", path)
+    path = Path(csv_path) if csv_path else None
+    if path:
+        write_csv(records, path, columns, dict(STUDY_COLUMNS))
+        logging.info("wrote %s", path)
     tables = [markdown(records, columns)]
     widths = [s for s in studies if "width" in s.axes]
     if comparisons and widths:
@@ -354,9 +355,10 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
         for name, rows, cols, names in (
                 ("paper", paper, paper_columns, dict(PAPER_COLUMNS)),
                 ("calibration", calibration, calibration_columns, None)):
-            extra = path.with_name(f"{path.stem}_{name}.csv")
-            write_csv(rows, extra, cols, names)
-            logging.info("wrote %s", extra)
+            if path:
+                extra = path.with_name(f"{path.stem}_{name}.csv")
+                write_csv(rows, extra, cols, names)
+                logging.info("wrote %s", extra)
             tables.append(markdown(rows, cols))
     if draw:
         written = write_study_plots(studies)
@@ -399,7 +401,7 @@ def in_progress(path: str) -> str | None:
 def report_runs(paths: list[str], *, csv_path: str = "", draw: bool = True,
                 redraw: bool = False) -> str:
     """The markdown table of the runs in ``paths`` (see the module docstring), also written as
-    CSV to ``csv_path`` (default: ``report.csv`` in the first run), and their figures.
+    CSV to ``csv_path`` if one is given, and their figures if ``draw``.
 
     Raises:
       ReportError: a path is not a run with a finished level (checked before anything is
@@ -416,11 +418,13 @@ def report_runs(paths: list[str], *, csv_path: str = "", draw: bool = True,
         except ValueError as e:  # rows without a metric the config names
             raise ReportError(f"{path}: {e}; if config.json was edited, put back the config "
                               f"the run was trained with") from e
-    target = Path(csv_path or Path(paths[0]) / "report.csv")
-    _check_target(target)
+    target = Path(csv_path) if csv_path else None
+    if target:
+        _check_target(target)
     if draw:
         for path in paths:
             draw_run_figures(path, redraw=redraw)
-    write_csv(records, target)
-    logging.info("wrote %s", target)
+    if target:
+        write_csv(records, target)
+        logging.info("wrote %s", target)
     return markdown(records)

@@ -36,3 +36,10 @@ def tiny_finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = run_cli("--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE, f"--workdir={workdir}")
     assert out.returncode == 0, out.stderr[-3000:]
     return workdir
+
+
+def files_outside_plots(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root`` but its ``plots/`` folders, as its bytes and mtime: a reader
+    that leaves this unchanged wrote nothing but figures."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file() and "plots" not in p.parts}

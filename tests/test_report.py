@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from imp_jax import report
+from tests.conftest import files_outside_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MIXTURE = ["--config=configs/mixture_linear.py:smoke", "--config.data.mixture_dim=10",
@@ -50,8 +51,10 @@ def test_run_writes_the_figures(workdir):
 def test_report_table_csv_and_figures(workdir, tmp_path):
     shutil.rmtree(workdir / "plots", ignore_errors=True)
     csv_path = tmp_path / "out" / "table.csv"
+    before = files_outside_plots(workdir)
     out = python("experiments.report", workdir, f"--csv={csv_path}")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert files_outside_plots(workdir) == before  # the figures under plots/ and the CSV only
     lines = out.stdout.strip().splitlines()
     assert [c.strip() for c in lines[0].strip("|").split(" | ")] == COLUMNS
     assert lines[1] == "|" + "---|" * len(COLUMNS)
@@ -81,11 +84,12 @@ def test_report_table_csv_and_figures(workdir, tmp_path):
     assert len(figure_files(workdir)) == 2 * len(FIGURES)
 
 
-def test_report_default_csv_without_plots(workdir):
+def test_report_without_csv_writes_nothing(workdir):
     shutil.rmtree(workdir / "plots", ignore_errors=True)
+    before = files_outside_plots(workdir)
     out = python("experiments.report", workdir, "--noplots")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (workdir / "report.csv").is_file() and not (workdir / "plots").exists()
+    assert files_outside_plots(workdir) == before and not (workdir / "plots").exists()
     assert len(out.stdout.strip().splitlines()) == 4
 
 

@@ -19,6 +19,7 @@ from imp_jax import config as config_lib
 from imp_jax import sweep as sweep_cli
 from imp_jax.config import ConfigError
 from imp_jax.rundir import RunDirError
+from tests.conftest import files_outside_plots
 from tests.test_analysis import SDD, make_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,9 +277,11 @@ def test_bad_command_line_sweep_stops_before_any_point(tmp_path):
 
 
 def test_report_on_a_sweep_directory(reference, tmp_path):
+    before = files_outside_plots(reference)
     proc = python("experiments.report", reference, f"--csv={tmp_path / 'study.csv'}")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
+    assert files_outside_plots(reference) == before  # the figures under plots/ and the CSVs only
     lines = out.strip().splitlines()
     assert [c.strip() for c in lines[0].strip("|").split(" | ")] == [
         "sweep", "width", "replicates", "weights", "test error (dense)", "ECE (dense)",
@@ -310,6 +313,13 @@ def test_report_on_a_sweep_directory(reference, tmp_path):
     with open(tmp_path / "study_calibration.csv") as f:
         models = [r["model"] for r in csv.DictReader(f)]
     assert models[0].startswith("best small full (width=") and "full (width=8)" in models
+
+
+def test_sweep_report_without_csv_writes_nothing(reference):
+    before = files_outside_plots(reference)
+    table = report.report_sweeps([str(reference)], draw=False, comparisons=True)
+    assert table.startswith("| sweep | width |")
+    assert files_outside_plots(reference) == before
 
 
 def test_study_records_pool_seeds_and_figures(tmp_path):
