@@ -15,23 +15,17 @@ diagrams and histograms.
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from imp_jax import analysis, mixtures, tasks
+from imp_jax import analysis, drawing, mixtures, tasks
 from imp_jax import metrics as metrics_lib
-from imp_jax.rundir import write_atomic
 
 if TYPE_CHECKING:
     from imp_jax import imp
@@ -40,36 +34,11 @@ Row = Mapping[str, Any]
 _TRAIN, _TEST, _NOISY, _TRUE = "tab:blue", "tab:red", "tab:orange", "black"
 
 
-def _save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    # Rendered in memory, then replaced atomically: a kill while drawing leaves the old file.
-    paths = [Path(out_dir) / f"{name}.png", Path(out_dir) / f"{name}.pdf"]
-    for path in paths:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=path.suffix[1:], dpi=150)
-        write_atomic(path, buffer.getvalue())
-    return paths
-
-
 def _band(ax: Axes, curve: Mapping[str, list], label: str, color: str) -> None:
     x = np.asarray(curve["remaining_weights"])
     mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
     ax.plot(x, mean, "o-", color=color, label=label, markersize=3)
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-
-
-def _weights_axis(ax: Axes, weights: Sequence[float]) -> None:
-    if min(weights) == max(weights):  # one level: give the log axis a range of its own
-        ax.set_xlim(min(weights) / 2, max(weights) * 2)
-    ax.set_xscale("log")
-    # Ticks at 1, 2, 5 x 10^k over narrow ranges (one per decade otherwise), as plain numbers:
-    # matplotlib's default labels minor ticks over narrow ranges and they overlap.
-    narrow = max(weights) < 100 * min(weights)
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.invert_xaxis()
-    ax.set_xlabel("remaining weights (log scale)")
-    ax.grid(alpha=0.3)
 
 
 def _mark_best(ax: Axes, curve: Mapping[str, list], best: int | None, label: str) -> None:
@@ -96,11 +65,11 @@ def sdd_curve(rows: Sequence[Row], out_dir: str | Path, *, best: int | None = No
     _band(ax, train, "train (noisy labels)", _TRAIN)
     _band(ax, test, "test", _TEST)
     _mark_best(ax, test, best, f"best pruned, level {best}")
-    _weights_axis(ax, test["remaining_weights"])
+    drawing.weights_axis(ax, test["remaining_weights"])
     ax.set_ylabel("error")
     ax.set_title("Error along the pruning path")
     ax.legend(fontsize="small")
-    return _save(fig, out_dir, name)
+    return drawing.save(fig, out_dir, name)
 
 
 def ece_curve(rows: Sequence[Row], out_dir: str | Path, *, num_bins: int = 15,
@@ -116,11 +85,11 @@ def ece_curve(rows: Sequence[Row], out_dir: str | Path, *, num_bins: int = 15,
     _band(ax, clean, "clean test labels", _TEST)
     _band(ax, noisy, "noisy test labels", _NOISY)
     _mark_best(ax, clean, best, f"best pruned, level {best}")
-    _weights_axis(ax, clean["remaining_weights"])
+    drawing.weights_axis(ax, clean["remaining_weights"])
     ax.set_ylabel(f"ECE ({num_bins} bins)")
     ax.set_title("Calibration along the pruning path")
     ax.legend(fontsize="small")
-    return _save(fig, out_dir, name)
+    return drawing.save(fig, out_dir, name)
 
 
 def _pool(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +173,7 @@ def calibration(probs: Mapping[str, np.ndarray], labels: np.ndarray, out_dir: st
     axes[0, 0].set_ylabel("accuracy")
     axes[1, 0].set_ylabel("observed frequency of class k")
     axes[2, 0].set_ylabel("fraction of examples")
-    return _save(fig, out_dir, name)
+    return drawing.save(fig, out_dir, name)
 
 
 def profile_line(task: str, nu: float, dim: int, num: int = 601
@@ -265,7 +234,7 @@ def mixture_profile(t: np.ndarray, p_model: Mapping[str, np.ndarray], p_true: np
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     fig.legend(fontsize="small", loc="outside right upper")  # the curves fill the axes
-    return _save(fig, out_dir, name)
+    return drawing.save(fig, out_dir, name)
 
 
 def mixture_vs_true(p_true: np.ndarray, p_model: Mapping[str, np.ndarray],
@@ -309,7 +278,7 @@ def mixture_vs_true(p_true: np.ndarray, p_model: Mapping[str, np.ndarray],
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", loc="upper left")
     axes[0].set_ylabel("predicted p(y=0|x)")
-    return _save(fig, out_dir, name)
+    return drawing.save(fig, out_dir, name)
 
 
 def pca_basis(x: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +323,7 @@ def mixture_error_map(xy: np.ndarray, errors: Mapping[str, np.ndarray], out_dir:
     for h in hexbins:
         h.set_clim(0.0, vmax)
     fig.colorbar(hexbins[-1], ax=list(axes), label="|p_model(y=0|x) - p_true(y=0|x)|")
-    return _save(fig, out_dir, name)
+    return drawing.save(fig, out_dir, name)
 
 
 def write_run_plots(run: imp.Run) -> list[Path]:
@@ -399,133 +368,3 @@ def write_run_plots(run: imp.Run) -> list[Path]:
     paths += mixture_error_map((x - mean) @ basis.T, errors, out,
                                centres_xy=(centres - mean) @ basis.T)
     return paths
-
-
-# ---------------------------------------------------------------------------------------------
-# Studies: records of :func:`imp_jax.analysis.study_records`, one per setting of a sweep.
-
-
-def _plain_log_ticks(axis: Any, values: Sequence[float]) -> None:
-    # As _weights_axis: 1, 2, 5 x 10^k over narrow ranges, plain numbers.
-    narrow = max(values) < 100 * min(values)
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _setting_label(values: Mapping[str, float]) -> str:
-    return ", ".join(f"{'ν' if k == 'nu' else k}={v:g}" for k, v in values.items())
-
-
-def study_double_descent(records: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
-                         title: str = "", name: str = "double_descent") -> list[Path]:
-    """The study's Figure 1: test error against weights of the full networks of every width
-    (their double descent, black), each with its own sparse double descent from pruning
-    (coloured by width, its best pruned model starred).
-
-    ``records`` are those of a width sweep; the other swept axes (e.g. nu) get a panel each.
-    Weights grow to the right here (the full networks' sizes), so a pruning path runs leftwards
-    from its full network. Lines are means over replicates, the full networks' bars ± std.
-    """
-    panels: dict[tuple, list[Mapping[str, Any]]] = {}
-    for record in records:
-        if "width" not in record["values"]:
-            raise ValueError(f"a record without a width: {record['values']}")
-        others = tuple((k, v) for k, v in record["values"].items() if k != "width")
-        panels.setdefault(others, []).append(record)
-    widths = [r["values"]["width"] for r in records]
-    norm = LogNorm(min(widths), max(widths) if max(widths) > min(widths) else min(widths) + 1)
-    cmap = colormaps["viridis"]
-    fig = Figure(figsize=(7 * len(panels) + 1, 5), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
-    for ax, (others, panel) in zip(axes, panels.items(), strict=True):
-        panel = sorted(panel, key=lambda r: r["values"]["width"])
-        starred = False
-        for i, r in enumerate(panel):
-            color = cmap(norm(r["values"]["width"]))
-            curve = r["curve"]
-            ax.plot(curve["remaining_weights"], curve["mean"], "-", color=color, linewidth=1,
-                    alpha=0.8, label="pruning path" if i == 0 else None)
-            best = r["models"].get("best")  # absent while the minimum is not reached
-            if best is not None:
-                ax.plot(best["remaining_weights"], best["metrics"]["test_error"]["mean"], "*",
-                        color=color, markeredgecolor="black", markersize=11, zorder=6,
-                        label="best pruned" if not starred else None)
-                starred = True
-        dense = [r["models"]["dense"]["metrics"]["test_error"] for r in panel]
-        ax.errorbar([r["total_weights"] for r in panel], [d["mean"] for d in dense],
-                    yerr=[d["std"] or 0.0 for d in dense], fmt="o-", color="black",
-                    markersize=5, linewidth=2, capsize=2, zorder=5, label="full networks")
-        # Log scales on both axes: the minima differ by a few tenths of a percent, while the
-        # collapsed and the narrowest networks err at tens of percent.
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _plain_log_ticks(ax.xaxis, [w for r in panel for w in r["curve"]["remaining_weights"]])
-        _plain_log_ticks(ax.yaxis, [e for r in panel for e in r["curve"]["mean"] if e > 0])
-        ax.set_xlabel("weights (log scale)")
-        ax.grid(alpha=0.3)
-        ax.grid(alpha=0.15, which="minor", axis="y")
-        ax.legend(fontsize="small")
-        ax.set_title(_setting_label(dict(others)) or title, fontsize="medium")
-    axes[0].set_ylabel("test error (log scale)")
-    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes),
-                       label="width P of the full network")
-    bar.set_ticks(sorted(set(widths)), labels=[f"{w:g}" for w in sorted(set(widths))])
-    bar.ax.minorticks_off()
-    if title and len(panels) > 1:
-        fig.suptitle(title)
-    return _save(fig, out_dir, name)
-
-
-def effective_parameters(series: Mapping[str, Sequence[Mapping[str, Any]]],
-                         out_dir: str | Path, *, against: str = "weights",
-                         name: str | None = None) -> list[Path]:
-    """The effective number of parameters against the full network's weights (log-log, with
-    the diagonal where pruning would not help) or against ``nu`` (log y).
-
-    ``series`` maps a label (e.g. "linear", "xor") to its records; the line is the minimum of
-    the replicates' mean test-error curve, the band the mean ± std over replicates of each one's
-    own minimum. Records without ``nu`` in their values are left out when ``against="nu"``,
-    and so are those whose minimum is not reached yet.
-    """
-    if against not in ("weights", "nu"):
-        raise ValueError(f"against must be 'weights' or 'nu', got {against!r}")
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    drawn: list[float] = []
-    heights: list[float] = []
-    x_of = (lambda r: r["total_weights"]) if against == "weights" else (
-        lambda r: r["values"]["nu"])
-    for label, records in series.items():
-        records = sorted((r for r in records if r["effective_parameters"] is not None
-                          and (against == "weights" or "nu" in r["values"])), key=x_of)
-        if not records:
-            continue
-        x = np.asarray([x_of(r) for r in records], dtype=np.float64)
-        y = np.asarray([r["effective_parameters"] for r in records], dtype=np.float64)
-        spread = [r["effective_parameters_replicates"] for r in records]
-        mean = np.asarray([np.nan if s["mean"] is None else s["mean"] for s in spread],
-                          dtype=np.float64)
-        std = np.asarray([s["std"] or 0.0 for s in spread], dtype=np.float64)
-        (line,) = ax.plot(x, y, "o-", markersize=4, label=label)
-        ax.fill_between(x, np.maximum(mean - std, 1.0), mean + std, color=line.get_color(),
-                        alpha=0.2, linewidth=0)
-        drawn.extend(x)
-        heights.extend([*y, *np.maximum(mean - std, 1.0), *(mean + std)])
-    if not drawn:
-        raise ValueError(f"no record to draw against {against}")
-    if against == "weights":
-        lo, hi = min(drawn), max(drawn)
-        ax.plot([lo, hi], [lo, hi], "--", color="grey", linewidth=1, label="no pruning (y = x)")
-        heights += [lo, hi]
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis, drawn)
-        ax.set_xlabel("weights of the full network (log scale)")
-    else:
-        ax.set_xlabel("ν (distance between the class centres per dimension)")
-    ax.set_yscale("log")
-    _plain_log_ticks(ax.yaxis, heights)
-    ax.set_ylabel("effective number of parameters")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
-    return _save(fig, out_dir, name or f"effective_parameters_vs_{against}")

@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from imp_jax import analysis, imp, plots
+from imp_jax import analysis, imp, plots, study_plots
 from imp_jax.rundir import RunDir, RunDirError, read_json, write_atomic
 from imp_jax.sweep import SWEEP_FILE
 
@@ -311,13 +311,13 @@ def write_study_plots(studies: list[Study]) -> list[Path]:
     paths = []
     for study in studies:
         if "width" in study.axes:
-            paths += plots.study_double_descent(study.records, study.path / "plots",
+            paths += study_plots.study_double_descent(study.records, study.path / "plots",
                                                 title=study.label)
     out = studies[0].path / "plots"
     for axis, against in (("width", "weights"), ("nu", "nu")):
         series = _series(studies, axis)
         if any(r["effective_parameters"] is not None for s in series.values() for r in s):
-            paths += plots.effective_parameters(series, out, against=against)
+            paths += study_plots.effective_parameters(series, out, against=against)
         elif series:
             logging.info("no effective number of parameters against %s yet: no point has "
                          "passed its minimum", against)

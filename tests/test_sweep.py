@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import mixture_linear, mixture_linear_widths, mnist_widths
-from imp_jax import analysis, imp, plots, report, sweep
+from imp_jax import analysis, imp, report, study_plots, sweep
 from imp_jax import config as config_lib
 from imp_jax import sweep as sweep_cli
 from imp_jax.config import ConfigError
@@ -339,11 +339,11 @@ def test_study_records_pool_seeds_and_figures(tmp_path):
     assert first["best_level"] == int(np.argmin(SDD))
     assert first["effective_parameters"] == round(1000 * 0.8 ** np.argmin(SDD))
     assert first["effective_parameters_replicates"]["std"] == 0.0
-    paths = plots.study_double_descent(records, tmp_path)
+    paths = study_plots.study_double_descent(records, tmp_path)
     assert [p.name for p in paths] == ["double_descent.png", "double_descent.pdf"]
     series = {"linear": records, "xor": records[:2]}
     for against in ("weights", "nu"):
-        paths = plots.effective_parameters(series, tmp_path, against=against)
+        paths = study_plots.effective_parameters(series, tmp_path, against=against)
         assert paths[0].stat().st_size > 1000
 
 
