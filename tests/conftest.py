@@ -26,15 +26,20 @@ def mnist_tfds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return keywords
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny run of the mixture smoke config (4 levels, 2 replicates), made once per
-    test module through the command line."""
-    from tests.test_run_cli import TINY_MIXTURE, run_cli
+    """A finished tiny run of the mixture smoke config (4 levels, 2 replicates), made once for
+    the whole session through the command line in its default run directory
+    (``runs/mixture_linear_smoke-<hash>`` under a fresh working directory). Tests may rerun it
+    (which appends to its log) or draw its figures; a test that changes anything else works
+    on a copy."""
+    from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
-    workdir = tmp_path_factory.mktemp("tiny_run") / "run"
-    out = run_cli("--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE, f"--workdir={workdir}")
+    cwd = tmp_path_factory.mktemp("tiny_run")
+    out = run_cli(f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE,
+                  cwd=cwd)
     assert out.returncode == 0, out.stderr[-3000:]
+    (workdir,) = (cwd / "runs").iterdir()
     return workdir
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from test_run_cli import ROOT, TINY_MIXTURE, run_cli
+from test_run_cli import ROOT, TINY_MIXTURE
 
 ARGS = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
 
@@ -22,9 +22,7 @@ def rows(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_match_one(tmp_path):
-    one = run_cli(*ARGS, f"--workdir={tmp_path / 'one'}")
-    assert one.returncode == 0, one.stderr[-3000:]
+def test_two_processes_match_one(tmp_path, tiny_finished_run):
     port = free_port()
     env = {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     procs = [subprocess.Popen(
@@ -35,7 +33,7 @@ def test_two_processes_match_one(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    single, multi = rows(tmp_path / "one"), rows(tmp_path / "two")
+    single, multi = rows(tiny_finished_run), rows(tmp_path / "two")  # one process, same config
     assert [(r["level"], r["replicate"]) for r in multi] == [
         (r["level"], r["replicate"]) for r in single]  # written once, by process 0
     for a, b in zip(single, multi, strict=True):

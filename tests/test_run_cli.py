@@ -53,15 +53,19 @@ def test_mnist_smoke(mnist_tfds, tmp_path):
 
 
 @pytest.mark.parametrize("config", ["mixture_linear", "mixture_xor"])
-def test_mixture_smoke_default_workdir_and_rerun(config, tmp_path):
+def test_mixture_smoke_default_workdir_and_rerun(config, tmp_path, request):
     args = [f"--config={ROOT / 'configs' / config}.py:smoke", *TINY_MIXTURE]
-    out = run_cli(*args, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (workdir,) = (tmp_path / "runs").iterdir()
+    if config == "mixture_linear":  # the session's shared run is this one
+        workdir = request.getfixturevalue("tiny_finished_run")
+        cwd = workdir.parents[1]
+    else:
+        out = run_cli(*args, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        (workdir,), cwd = (tmp_path / "runs").iterdir(), tmp_path
     assert workdir.name.startswith(f"{config}_smoke-")
     got = rows(workdir)
     assert len(got) == 4 * 2 and all("true_abs_error" in r for r in got)
-    again = run_cli(*args, cwd=tmp_path)
+    again = run_cli(*args, cwd=cwd)
     assert again.returncode == 0 and "is finished" in again.stderr
     assert rows(workdir) == got
 
