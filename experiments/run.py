@@ -23,7 +23,8 @@ from ml_collections import config_flags
 
 from experiments import cli
 from imp_jax import config as config_lib
-from imp_jax import imp, report
+from imp_jax import imp, logs, report
+from imp_jax.rundir import RunDir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/NAME.py[:arg]); override fields as --config.a.b=value "
@@ -62,27 +63,29 @@ def main(argv: list[str]) -> int:
             print(config_lib.describe(config))
             print(f"\nrun directory: {workdir}\n{workdir} {imp.plan(config, workdir)}")
             return workdir, {}
-        logging.info("run directory: %s", workdir)
-        return workdir, imp.run(config, workdir)
+        return workdir, imp.run(config, workdir)  # it logs the run directory
 
     result, code = cli.call(start)
     if code is not None or _PRINT.value:
         return code or 0
     workdir, summary = result
-    if summary["best_level"] is None:
-        logging.info("no best pruned model yet (%s); dense test error %.4f",
-                     summary["landmarks"]["status"], summary["dense_test_error"])
-    else:
-        logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
-                     summary["best_level"], summary["effective_parameters"],
-                     summary["best_test_error"], summary["dense_test_error"])
-    if jax.process_count() > 1:
-        logging.info("draw the figures with: python -m experiments.report %s", workdir)
+    if jax.process_index() > 0:
         return 0
-    try:
-        report.draw_run_figures(workdir)
-    except Exception:  # the run is saved and finished: a figure must not turn it into a failure
-        cli.log_failure("drawing the figures", f"python -m experiments.report {workdir}")
+    with logs.to_file(RunDir(workdir).log):  # the run's result lines in its log.txt too
+        if summary["best_level"] is None:
+            logging.info("no best pruned model yet (%s); dense test error %.4f",
+                         summary["landmarks"]["status"], summary["dense_test_error"])
+        else:
+            logging.info("best pruned level %d: %d weights, test error %.4f (dense %.4f)",
+                         summary["best_level"], summary["effective_parameters"],
+                         summary["best_test_error"], summary["dense_test_error"])
+        if jax.process_count() > 1:
+            logging.info("draw the figures with: python -m experiments.report %s", workdir)
+            return 0
+        try:
+            report.draw_run_figures(workdir)
+        except Exception:  # the run is saved and finished: a figure must not make it a failure
+            cli.log_failure("drawing the figures", f"python -m experiments.report {workdir}")
     return 0
 
 

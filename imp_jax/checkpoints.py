@@ -115,11 +115,30 @@ class Checkpoints:
         """The levels whose trained state is saved, in order."""
         return sorted(self.levels.all_steps())
 
-    def save_progress(self, level: int, step: int, total_steps: int, state: PyTree) -> None:
-        """The in-level state of ``level`` after ``step`` of its ``total_steps`` steps."""
+    def save_progress(self, level: int, step: int, total_steps: int, state: PyTree,
+                      epoch: float) -> None:
+        """The in-level state of ``level`` after ``step`` of its ``total_steps`` steps, which
+        is ``epoch`` epochs."""
         # One index series over all levels: Orbax keeps the latest, and indices only grow.
         self.save(self.progress, level * (total_steps + 1) + step, state,
-                  {"level": level, "step": step})
+                  {"level": level, "step": step, "epoch": epoch})
+
+    def resume_point(self) -> tuple[int, float] | None:
+        """Where training would resume, ``(level, epoch)``, from the checkpoints alone (without
+        restoring any state); None when there is none."""
+        levels, latest = self.finished_levels(), self.progress.latest_step()
+        if not levels and latest is None and not self.rewind.all_steps():
+            return None
+        level, epoch = levels[-1] + 1 if levels else 0, 0.0
+        if latest is not None:
+            try:
+                meta = self.progress.restore(latest, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore())).meta
+            except Exception:  # unreadable: the trainer restarts the level from its start
+                meta = {}
+            if meta.get("level") == level:
+                epoch = meta.get("epoch", 0.0)
+        return level, epoch
 
     def latest_progress(self, level: int, target: PyTree) -> PyTree | None:
         """The latest in-level state of ``level``, or None (none saved, another level's, or
@@ -137,7 +156,8 @@ class Checkpoints:
             return None
         if meta["level"] != level:
             return None
-        logging.getLogger(__name__).info("level %d: resuming at step %d", level, meta["step"])
+        logging.getLogger(__name__).info("level %d: resuming at epoch %g (step %d)", level,
+                                         meta.get("epoch", 0), meta["step"])
         return state
 
     @staticmethod

@@ -9,6 +9,7 @@ jitted once per bin count.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 import jax
@@ -112,3 +113,18 @@ def weight_counts(exp: Experiment, masks: PyTree) -> list[dict[str, Any]]:
             "sparsity": 1.0 - int(kernels["remaining"]) / kernels["total"],
         })
     return rows
+
+
+def level_rows(exp: Experiment, state: train.TrainState, level: int, replicates: list[int],
+               diverged: np.ndarray, seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """The metrics rows of ``replicates`` of ``state`` at the end of ``level``: weight counts,
+    :func:`evaluate`'s metrics, whether each replicate diverged, and the time spent (``seconds``
+    by step, none for a level finished before this process started; and the evaluation's)."""
+    start = time.perf_counter()
+    values = evaluate(exp, state)
+    counts = weight_counts(exp, state.masks)
+    eval_s = time.perf_counter() - start
+    return [{"level": level, "replicate": r, **counts[r], **values[r],
+             "epochs": exp.config.train.epochs, "diverged": bool(diverged[r]),
+             "time_eval_s": eval_s, **{f"time_{k}_s": v for k, v in seconds.items()}}
+            for r in replicates]

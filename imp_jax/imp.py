@@ -20,7 +20,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,6 +31,7 @@ from jax.experimental import multihost_utils
 
 from imp_jax import analysis, evaluation, logs, memory, pruning, signals, train
 from imp_jax import masks as masks_lib
+from imp_jax import progress as progress_lib
 from imp_jax.checkpoints import Checkpoints
 from imp_jax.experiment import Experiment, build
 from imp_jax.progress import Progress
@@ -47,11 +49,13 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class RunInterruptedError(RuntimeError):
-    """SIGTERM or SIGINT stopped the run after writing a checkpoint; ``signum`` says which."""
+    """SIGTERM or SIGINT stopped the run after writing a checkpoint; ``signum`` says which,
+    ``level`` and ``epoch`` where it resumes (None: not a run's training loop)."""
 
-    def __init__(self, message: str, signum: int) -> None:
+    def __init__(self, message: str, signum: int, level: int | None = None,
+                 epoch: float | None = None) -> None:
         super().__init__(message)
-        self.signum = signum
+        self.signum, self.level, self.epoch = signum, level, epoch
 
 
 # -- compiled pieces (built once per experiment, reused by every level) -------------------------
@@ -65,6 +69,13 @@ def _pruner(method: str, fraction: float, spec: masks_lib.PrunableSpec, count: s
     rule = pruning.METHODS[method]
     return jax.jit(jax.vmap(lambda p, m, key: rule(p, m, key, fraction=fraction, spec=spec,
                                                    count=count)), out_shardings=sharding)
+
+
+def _prune(exp: Experiment, state: train.TrainState, keys: jax.Array) -> PyTree:
+    """The masks of the next level: ``state``'s trained weights pruned by ``config.prune``."""
+    c = exp.config.prune
+    return _pruner(c.method, c.fraction, exp.spec, c.count, exp.layout.per_replicate)(
+        state.params, state.masks, keys)
 
 
 @functools.cache
@@ -110,6 +121,38 @@ class _Timer:
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def _note_stop(handler: logging.Handler, progress: Progress, e: Exception) -> None:
+    """``status.json`` and ``log.txt`` say why the run stopped: "interrupted" by a signal (a
+    checkpoint was written), else "failed", with the one line the command prints."""
+    stopped = isinstance(e, RunInterruptedError)
+    if stopped:
+        progress.stopped("interrupted", e.level, e.epoch)
+    else:
+        progress.stopped("failed")
+    handler.handle(log.makeRecord(log.name, logging.INFO if stopped else logging.ERROR, "", 0,
+                                  f"interrupted: {e}" if stopped else str(e), (), None))
+
+
+def _diverged(exp: Experiment, level: int, stats: dict[str, jax.Array], diverged: np.ndarray,
+              root: Path) -> np.ndarray:
+    """The replicates skipped after a NaN/inf loss (``train.on_divergence="skip_replicate"``),
+    with this chunk's; raises if it stops the run."""
+    first_bad = np.asarray(stats["first_nonfinite_step"])
+    bad = first_bad >= 0
+    if not bad.any():
+        return diverged
+    where = ", ".join(f"replicate {r} at step {first_bad[r]}" for r in np.flatnonzero(bad))
+    skip = exp.config.train.on_divergence == "skip_replicate"
+    if not skip or (bad | diverged).all():
+        raise TrainingDivergedError(
+            f"level {level}: the training loss became NaN or infinite ({where}); finished "
+            f"levels are kept in {root}"
+            + ("" if skip else "; train.on_divergence=skip_replicate would skip it"))
+    if (bad & ~diverged).any():
+        log.warning("level %d: skipping diverged replicate(s): %s", level, where)
+    return diverged | bad
 
 
 class Run:
@@ -193,14 +236,21 @@ class Run:
                 stack.enter_context(self.dir.locked())
                 self.dir.claim(self.exp.config)  # the config of the process holding the lock
                 handler = stack.enter_context(logs.to_file(self.dir.log))
+                log.info("run directory: %s", self.dir.root)
             self.stop = stack.enter_context(signals.stop_on_signals())
-            stack.enter_context(self._watched())
+            writers = (() if not self.primary else self.writers if self.writers is not None else
+                       [TensorBoardWriter(self.dir.tb / f"replicate_{r}")
+                        for r in range(self.exp.replicates)])
+            self.progress = stack.enter_context(progress_lib.watching(
+                self.exp.config, self.dir.status if self.primary else None, writers))
+            log.info("%d replicate(s) on %d device(s), parallel.mode=%s, replicate_batching=%s",
+                     self.exp.replicates, self.exp.layout.size, self.exp.layout.mode,
+                     self.exp.trainer.replicate_batching)
             try:
                 return self._levels()
-            except Exception as e:  # the one line the command prints goes into log.txt too
+            except Exception as e:
                 if self.primary:
-                    handler.handle(log.makeRecord(log.name, logging.ERROR, "", 0, str(e), (),
-                                                  None))
+                    _note_stop(handler, self.progress, e)
                 raise
 
     def _levels(self) -> dict[str, Any]:
@@ -223,26 +273,6 @@ class Run:
                 log.info("stopping: %s", reason)
                 return self._summarise(finished=True)
             level += 1
-
-    @contextlib.contextmanager
-    def _watched(self) -> Iterator[None]:
-        """Progress lines, ``status.json`` and the training curves for the loop."""
-        c = self.exp.config
-        writers = list(self.writers) if self.writers is not None else [
-            TensorBoardWriter(self.dir.tb / f"replicate_{r}") for r in range(self.exp.replicates)]
-        self.progress = Progress(c.imp.levels, c.train.epochs, c.log.every_epochs,
-                                 c.log.every_seconds,
-                                 status=self.dir.status if self.primary else None,
-                                 writers=writers if self.primary else (),
-                                 num_bins=c.eval.num_bins)
-        log.info("%d replicate(s) on %d device(s), parallel.mode=%s, replicate_batching=%s",
-                 self.exp.replicates, self.exp.layout.size, self.exp.layout.mode,
-                 self.exp.trainer.replicate_batching)
-        try:
-            yield
-        finally:
-            for writer in writers:
-                writer.close()
 
     def _repair(self) -> list[int]:
         """Before the loop: the finished levels, their rows deduplicated and completed (a kill
@@ -271,18 +301,15 @@ class Run:
             return self.exp.layout.put_state(
                 self.exp.trainer.init(self.init_keys, self.exp.x_train[:1]))
         start = time.perf_counter()
-        c = self.exp.config.prune
         keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.prune_keys)
-        masks = _pruner(c.method, c.fraction, self.exp.spec, c.count,
-                        self.exp.layout.per_replicate)(previous.params, previous.masks, keys)
+        masks = _prune(self.exp, previous, keys)
         if self.exp.config.imp.reinit:
             # Control: the ticket's mask on a fresh random initialisation, trained from step 0.
             keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.init_keys)
             point = self.exp.layout.put_state(self.exp.trainer.init(keys, self.exp.x_train[:1]))
         else:
             point = self.ckpt.restore_rewind(self.exp.rewind_step, self.target)
-        state = _rewinder(self.exp.trainer)(point, masks)
-        jax.block_until_ready(state)
+        state = jax.block_until_ready(_rewinder(self.exp.trainer)(point, masks))
         timer.add("prune", start)
         return state
 
@@ -309,7 +336,7 @@ class Run:
             order = exp.layout.put(exp.trainer.epoch_order(rng, epoch), exp.layout.per_replicate)
             state, stats = exp.trainer.run_steps(state, exp.x_train, exp.y_train, order, lo, hi)
             step = epoch * spe + hi
-            self._check_divergence(level, stats)
+            self.diverged = _diverged(self.exp, level, stats, self.diverged, self.dir.root)
             t0 = time.perf_counter()
             self._after_chunk(level, step, state)
             timer.add("checkpoint", t0)
@@ -331,13 +358,15 @@ class Run:
         # chunk, rather than saving this step a second time (which Orbax refuses).
         signum = self.stop.signum if self.stop is not None else None
         if (periodic or signum) and step < exp.total_steps:
-            self.ckpt.save_progress(level, step, exp.total_steps, state)
+            self.ckpt.save_progress(level, step, exp.total_steps, state,
+                                    step / exp.trainer.steps_per_epoch)
             self._resumable(level, step)
         if signum and step < exp.total_steps:
             self.stop.handled()
             raise RunInterruptedError(
-                f"stopped by signal {signum} at level {level}, step {step}; a checkpoint is "
-                f"written: run the same command again to resume", signum)
+                f"stopped by signal {signum} at level {level}, epoch {step / spe:g} (step "
+                f"{step}); a checkpoint is written: run the same command again to resume",
+                signum, level, step / spe)
 
     def _save_rewind_point(self, level: int, step: int, state: train.TrainState) -> None:
         """Saves the rewind point when level 0 reaches it (at its start for rewind "0")."""
@@ -349,23 +378,6 @@ class Run:
         if self.stop is not None:
             self.stop.where = (f"during level {level}; nothing saved was lost: the same command "
                                f"resumes the run from level {level}, step {step}")
-
-    def _check_divergence(self, level: int, stats: dict[str, jax.Array]) -> None:
-        """Stops on a NaN/inf loss, or with "skip_replicate" marks the replicate as skipped."""
-        first_bad = np.asarray(stats["first_nonfinite_step"])
-        bad = first_bad >= 0
-        if not bad.any():
-            return
-        where = ", ".join(f"replicate {r} at step {first_bad[r]}" for r in np.flatnonzero(bad))
-        skip = self.exp.config.train.on_divergence == "skip_replicate"
-        if not skip or (bad | self.diverged).all():
-            raise TrainingDivergedError(
-                f"level {level}: the training loss became NaN or infinite ({where}); finished "
-                f"levels are kept in {self.dir.root}"
-                + ("" if skip else "; train.on_divergence=skip_replicate would skip it"))
-        if (bad & ~self.diverged).any():
-            log.warning("level %d: skipping diverged replicate(s): %s", level, where)
-        self.diverged |= bad
 
     def _record(self, level: int, state: train.TrainState, seconds: dict[str, float],
                 resumed: bool = False) -> None:
@@ -379,35 +391,14 @@ class Run:
         replicates = [r for r in range(self.exp.replicates) if r not in have]
         if not replicates:
             return
-        start = time.perf_counter()
-        values = evaluation.evaluate(self.exp, state)
-        counts = evaluation.weight_counts(self.exp, state.masks)
-        eval_s = time.perf_counter() - start
-        rows = []
-        for r in replicates:
-            row = {"level": level, "replicate": r, **counts[r], **values[r],
-                   "epochs": self.exp.config.train.epochs, "diverged": bool(self.diverged[r]),
-                   "time_eval_s": eval_s}
-            if not resumed:
-                row.update({f"time_{k}_s": v for k, v in seconds.items()})
-            rows.append(row)
+        rows = evaluation.level_rows(self.exp, state, level, replicates, self.diverged, seconds)
         if self.primary:
             self.dir.append_rows(rows)
         _barrier(f"rows {level}")
-        self._log_level(level, rows, sum(seconds.values()) + eval_s)
+        self.progress.level_line(level, rows, sum(seconds.values()) + rows[0]["time_eval_s"])
         if not resumed:
             self.progress.level_end(level, rows, seconds.get("train", 0.0))
         self._summarise(finished=False)
-
-    def _log_level(self, level: int, rows: list[dict[str, Any]], seconds: float) -> None:
-        m, b = rows[0], self.exp.config.eval.num_bins
-        mean = {k: np.mean([x[k] for x in rows]) for k in
-                ("train_error", "train_error_noisy_subset", "test_error", f"test_ece_{b}")}
-        log.info("level %2d/%d | weights %d/%d (%.2f%%) | train err %.4f | relabelled err %.4f "
-                 "| test err %.4f | test ECE %.4f | %.1f s", level, self.progress.last_level,
-                 m["remaining_weights"], m["total_weights"], 100 * (1 - m["sparsity"]),
-                 mean["train_error"], mean["train_error_noisy_subset"], mean["test_error"],
-                 mean[f"test_ece_{b}"], seconds)
 
     def _summarise(self, finished: bool) -> dict[str, Any]:
         """Writes summary.json (see :func:`imp_jax.analysis.summarise`) and returns it."""
@@ -416,8 +407,7 @@ class Run:
         if self.primary and summary != read_json(self.dir.summary):
             write_json(self.dir.summary, summary)
             if finished:
-                self.progress.write_status(self.progress.last_level, self.progress.epochs,
-                                           state="finished")
+                self.progress.finished()
         return summary
 
 
@@ -434,14 +424,20 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> str:
     if holder:
         return f"is being trained by {holder}: a second trainer would be refused"
     summary = read_json(rundir.summary)
-    if not isinstance(summary, dict):
-        return "would start a new run" if not rundir.metrics.exists() else "would resume it"
-    done = summary.get("levels_done", 0)
+    done = summary.get("levels_done", 0) if isinstance(summary, dict) else 0
     stored = rundir.stored_config()
-    if summary.get("finished") and all(stored.imp[k] == config.imp[k]
-                                       for k in ("levels", "min_weights")):
+    if done and summary.get("finished") and all(stored.imp[k] == config.imp[k]
+                                                for k in ("levels", "min_weights")):
         return f"is finished ({done} levels): running it again changes nothing"
-    return f"would resume it after {done} finished level(s)"
+    point = None
+    if rundir.checkpoints.is_dir():
+        with Checkpoints(rundir.checkpoints, read_only=True) as ckpt:
+            point = ckpt.resume_point()
+    if point is None:
+        return "would start a new run" if not rundir.metrics.exists() else "would resume it"
+    level, epoch = point
+    return (f"would resume at level {level}, epoch {epoch:g}"
+            + (f", after {done} finished level(s)" if done else ""))
 
 
 def open_run(workdir: str, *, read_only: bool = True) -> Run:

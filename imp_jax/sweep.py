@@ -363,9 +363,14 @@ def point_status(run_dir: Path, config: ml_collections.ConfigDict) -> PointStatu
                                                     f"{_ago(status.get('updated'))}")
     levels = len({r["level"] for r in rundir.read_rows()}) if rundir.metrics.exists() else 0
     if levels or rundir.checkpoints.exists():
+        status = read_json(rundir.status)
+        how = "stopped or died"
+        if isinstance(status, dict) and "level" in status:
+            # "running" with the lock free: its process was killed before it could say so.
+            state = "killed" if status.get("state") == "running" else status.get("state")
+            how = f"{state} at level {status['level']} epoch {status['epoch']}"
         return PointStatus(run_dir.name, "unfinished", f"{levels} levels done, no worker on it "
-                                                       f"(stopped or died): the next worker "
-                                                       f"resumes it")
+                                                       f"({how}): the next worker resumes it")
     return PointStatus(run_dir.name, "not started", "")
 
 

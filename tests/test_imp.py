@@ -2,8 +2,11 @@
 
 import dataclasses
 import json
+import logging
 import math
+import os
 import shutil
+import signal
 
 import chex
 import jax
@@ -234,14 +237,14 @@ def test_skip_replicate_marks_rows_and_summary(experiment, tmp_path, monkeypatch
     """A replicate that diverges at level 1 is skipped from then on; the others go on."""
     config = tiny_config(**{"train.on_divergence": "skip_replicate"})
     exp = dataclasses.replace(experiment, config=config)
-    original = imp.Run._check_divergence
+    original = imp._diverged
 
-    def check(self, level, stats):
+    def check(exp, level, stats, diverged, root):
         if level == 1:  # pretend replicate 1 produced a NaN loss at step 3
             stats = {**stats, "first_nonfinite_step": np.array([-1, 3])}
-        original(self, level, stats)
+        return original(exp, level, stats, diverged, root)
 
-    monkeypatch.setattr(imp.Run, "_check_divergence", check)
+    monkeypatch.setattr(imp, "_diverged", check)
     summary = run(exp, tmp_path)
     rows = results(tmp_path)
     assert [r["diverged"] for r in rows if r["replicate"] == 1] == [False, True, True, True]
@@ -262,3 +265,38 @@ def test_run_directory_of_an_older_version_still_opens(experiment, reference, tm
     assert runner.exp.config.model.hidden == (8,)
     runner.ckpt.close()
     assert run(experiment, old) == summary  # and the run is recognised as finished
+
+
+def test_sigterm_mid_level_says_where_it_resumes(experiment, reference, tmp_path, monkeypatch,
+                                                 caplog):
+    original = imp.Progress.epoch_end
+
+    def epoch_end(self, level, epoch, losses, lr):
+        original(self, level, epoch, losses, lr)
+        if level == 1 and epoch == 2:  # seen after the next epoch, which is checkpointed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(imp.Progress, "epoch_end", epoch_end)
+    caplog.set_level(logging.INFO)  # as the command line logs
+    with pytest.raises(imp.RunInterruptedError, match="at level 1, epoch 3 "):
+        run(experiment, tmp_path)
+    monkeypatch.undo()
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["state"], status["level"], status["epoch"]) == ("interrupted", 1, 3)
+    assert imp.plan(experiment.config, str(tmp_path)) == (
+        "would resume at level 1, epoch 3, after 1 finished level(s)")
+    log = (tmp_path / "log.txt").read_text()
+    assert f"run directory: {tmp_path}" in log
+    assert [line for line in log.splitlines() if "ERROR" in line] == []
+    assert any(line.split(" ", 2)[2].startswith("interrupted: stopped by signal 15")
+               for line in log.splitlines())
+    caplog.clear()
+    run(experiment, tmp_path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("level 1: resuming at epoch 3 (step ") for m in messages)
+    # The mixture's level line holds the uncertainty quantities.
+    assert any(m.startswith("level  2/3 | weights") and "| noisy ECE " in m
+               and "| |p - p_true| " in m for m in messages)
+    assert results(tmp_path) == results(reference[0])
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "finished" and status["level_finished"] and status["level"] == 3

@@ -60,9 +60,16 @@ def test_event_files_hold_the_epoch_and_level_curves(finished: Path) -> None:
 
 def test_log_file_and_status(finished: Path) -> None:
     log = (finished / "log.txt").read_text().splitlines()
+    # Everything the console showed: the run directory, every level, the result, the figures.
+    messages = [line.split(" ", 2)[2] for line in log]
+    assert f"run directory: {finished}" in messages
+    workdir = Path("runs") / finished.name  # the default run directory, as the command named it
     assert any("level  3/3 | weights 48/96" in line and "relabelled err" in line for line in log)
+    assert any(m.startswith(("best pruned level ", "no best pruned model yet")) for m in messages)
+    assert any(m.startswith(f"{workdir}: wrote 12 figure files") for m in messages)
     status = json.loads((finished / "status.json").read_text())
     assert status["state"] == "finished" and status["level"] == status["last_level"] == 3
+    assert status["level_finished"]
     again = run_cli(*MIXTURE, f"--workdir={finished}")  # appended to, across starts
     assert again.returncode == 0 and "is finished" in again.stderr
     longer = (finished / "log.txt").read_text().splitlines()
@@ -110,11 +117,18 @@ def test_progress_lines_exclude_compilation_and_give_the_time_left(caplog) -> No
             now[0] += 2.0
             progress.epoch_end(1, epoch, losses, 0.1)
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == "level 1/2 epoch 1/10 loss 0.6000 compiling"
+    assert lines[0] == "level 1/2 epoch 1/10 loss 0.6000 first epoch, with compilation"
     # 2 s an epoch from epoch 2 on: 6 epochs left in level 1, then 10 epochs of level 2.
     assert lines[-1] == ("level 1/2 epoch 4/10 loss 0.6000 2.000 s/epoch, level ETA 12 s, "
                          "run ETA 32 s")
     assert progress.eta(1, 4) == (12.0, 32.0)
+    # The next level reuses the compiled steps: its first epoch has the last level's rate.
+    progress.start_level(2, 0)
+    with caplog.at_level(logging.INFO, logger="imp_jax.imp"):
+        now[0] += 100.0
+        progress.epoch_end(2, 1, losses, 0.1)
+    assert caplog.records[-1].getMessage() == (
+        "level 2/2 epoch 1/10 loss 0.6000 2.000 s/epoch, level ETA 18 s, run ETA 18 s")
 
 
 def test_cli_logging_keeps_user_records_and_tags_warnings() -> None:
