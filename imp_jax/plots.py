@@ -208,13 +208,13 @@ def profile_line(task: str, nu: float, dim: int, num: int = 601
 
 def mixture_profile(t: np.ndarray, p_model: Mapping[str, np.ndarray], p_true: np.ndarray,
                     out_dir: str | Path, *, p_true_noisy: np.ndarray | None = None,
-                    ticks: Mapping[float, str] | None = None,
+                    ticks: Mapping[float, str] | None = None, caption: str = "",
                     name: str = "mixture_profile") -> list[Path]:
     """Predicted vs exact p(y=0|x) along a path (see :func:`profile_line`).
 
     ``p_model`` maps a label to p(y=0|x) at the points, shape (m,) or (R, m) for replicates
     (drawn as mean ± std); ``p_true`` (and ``p_true_noisy``, under the training label noise)
-    are the exact values, shape (m,).
+    are the exact values, shape (m,); ``caption`` is printed under the axes.
     """
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax = fig.add_subplot()
@@ -234,7 +234,17 @@ def mixture_profile(t: np.ndarray, p_model: Mapping[str, np.ndarray], p_true: np
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     fig.legend(fontsize="small", loc="outside right upper")  # the curves fill the axes
+    if caption:
+        fig.text(0.01, 0.0, caption, fontsize="small", va="bottom", wrap=True)
+        fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
     return drawing.save(fig, out_dir, name)
+
+
+# Under a bias-free network's profile: why its curve passes 0.5 at the origin.
+NO_BIAS_CAPTION = ("Bias-free network (model.use_bias=False, as in the study): its logits are "
+                   "0 at x = 0, so p = 0.5 there whatever it learned; x = 0 is the class-0 "
+                   "mean of the path. --config.model.use_bias=True trains the variant with "
+                   "biases.")
 
 
 def mixture_vs_true(p_true: np.ndarray, p_model: Mapping[str, np.ndarray],
@@ -356,7 +366,8 @@ def write_run_plots(run: imp.Run) -> list[Path]:
     paths += mixture_profile(
         t, {k: run.probabilities(s, line)[..., 0] for k, s in states.items()},
         np.asarray(task.true_probs(nu, line))[:, 0], out,
-        p_true_noisy=np.asarray(task.true_probs(nu, line, noise))[:, 0], ticks=ticks)
+        p_true_noisy=np.asarray(task.true_probs(nu, line, noise))[:, 0], ticks=ticks,
+        caption="" if config.model.use_bias else NO_BIAS_CAPTION)
     x = np.asarray(run.exp.fresh.x)
     p_true = np.asarray(run.exp.fresh.p_true)[:, 0]
     p_fresh = {k: run.probabilities(s, x)[..., 0] for k, s in states.items()}

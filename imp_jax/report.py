@@ -243,7 +243,10 @@ def study_rows(study: Study) -> list[dict[str, Any]]:
             "replicates": r["replicates"], "weights": r["total_weights"],
             "test error (dense)": pair(dense["test_error"]), "ECE (dense)": pair(dense[ece]),
             "best level": r["best_level"], "effective parameters": r["effective_parameters"],
-            "effective (per replicate)": _rounded(pair(r["effective_parameters_replicates"])),
+            # Per-replicate minima only beside a reached mean minimum: else one replicate's
+            # minimum would read like the study's.
+            "effective (per replicate)": None if r["effective_parameters"] is None else
+            _rounded(pair(r["effective_parameters_replicates"])),
             "test error (best)": pair(best.get("test_error")),
             "ECE (best)": pair(best.get(ece)), "SDD": r["status"]})
     return out
@@ -324,6 +327,28 @@ def write_study_plots(studies: list[Study]) -> list[Path]:
     return paths
 
 
+STUDY_TITLE = "Study: the dense and the best pruned model of every setting"
+STUDY_LEGEND = (
+    "± is the standard deviation over replicates (the runs of every seed pooled); – is not "
+    "known yet. SDD, where each setting's sparse double descent stands: *minimum passed*, "
+    "the test error fell to its sparse minimum and pruning went on past it; *collapsed*, "
+    "pruning past the minimum made the error worse than the dense model's, the usual end of "
+    "a finished path; *minimum not yet reached*, the error is still falling at the last "
+    "level, so there is no best pruned model and no effective number of parameters yet.")
+# (title, legend) of the width sweeps' two comparison tables.
+COMPARISON_TITLES = {
+    "paper": ("The study's table: full and best pruned weights and test error per width",
+              "Weights are kernel weights; ± is the standard deviation over replicates; – is "
+              "not known yet (no best pruned model)."),
+    "calibration": ("Calibration: every full and best pruned network, and the best small "
+                    "full one",
+                    "The best small full network is the width whose full network errs least. "
+                    "ECE against clean and against noisy test labels, NLL and overconfidence "
+                    "on the test set (|p - p_true| on fresh points, for mixtures); ± is the "
+                    "standard deviation over replicates."),
+}
+
+
 def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
                   comparisons: bool = False) -> str:
     """Loads the sweeps in ``paths`` and returns the markdown table; writes it as CSV to
@@ -345,7 +370,7 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
     if path:
         write_csv(records, path, columns, dict(STUDY_COLUMNS))
         logging.info("wrote %s", path)
-    tables = [markdown(records, columns)]
+    tables = [f"### {STUDY_TITLE}\n\n{markdown(records, columns)}\n\n{STUDY_LEGEND}"]
     widths = [s for s in studies if "width" in s.axes]
     if comparisons and widths:
         paper = [{**dict.fromkeys(axes), **r} for s in widths for r in paper_rows(s)]
@@ -355,11 +380,12 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
         for name, rows, cols, names in (
                 ("paper", paper, paper_columns, dict(PAPER_COLUMNS)),
                 ("calibration", calibration, calibration_columns, None)):
+            title, legend = COMPARISON_TITLES[name]
             if path:
                 extra = path.with_name(f"{path.stem}_{name}.csv")
                 write_csv(rows, extra, cols, names)
                 logging.info("wrote %s", extra)
-            tables.append(markdown(rows, cols))
+            tables.append(f"### {title}\n\n{markdown(rows, cols)}\n\n{legend}")
     if draw:
         written = write_study_plots(studies)
         logging.info("wrote %d study figure files", len(written))
@@ -398,6 +424,13 @@ def in_progress(path: str) -> str | None:
     return RunDir(path).holder()
 
 
+RUNS_TITLE = "The dense and the best pruned model of every run"
+RUNS_LEGEND = ("Level 0 is the dense model; the best pruned one is the sparse minimum of the "
+               "test error (*best pruned (val)*: chosen on the validation split). ECE against "
+               "clean and against noisy test labels; ± is the standard deviation over "
+               "replicates; – is not known yet (minimum not yet reached).")
+
+
 def report_runs(paths: list[str], *, csv_path: str = "", draw: bool = True,
                 redraw: bool = False) -> str:
     """The markdown table of the runs in ``paths`` (see the module docstring), also written as
@@ -427,4 +460,4 @@ def report_runs(paths: list[str], *, csv_path: str = "", draw: bool = True,
     if target:
         write_csv(records, target)
         logging.info("wrote %s", target)
-    return markdown(records)
+    return f"### {RUNS_TITLE}\n\n{markdown(records)}\n\n{RUNS_LEGEND}"

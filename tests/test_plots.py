@@ -61,6 +61,11 @@ def test_mixture_figures(tmp_path):
     paths = plots.mixture_profile(t, models, p_true, tmp_path, p_true_noisy=0.9 * p_true + 0.05,
                                   ticks=ticks)
     assert_written(paths, tmp_path, "mixture_profile")
+    # A bias-free network's profile says why it passes 0.5 at the origin.
+    captioned = plots.mixture_profile(t, models, p_true, tmp_path / "captioned",
+                                      p_true_noisy=0.9 * p_true + 0.05, ticks=ticks,
+                                      caption=plots.NO_BIAS_CAPTION)
+    assert captioned[0].read_bytes() != paths[0].read_bytes()
 
     rng = np.random.default_rng(0)
     x, _ = mixtures.sample(jax.random.key(0), "linear", 1.0, 500, 8)

@@ -51,7 +51,8 @@ def test_report_table_csv_and_figures(workdir, tmp_path):
     out = python("experiments.report", workdir, f"--csv={csv_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert files_outside_plots(workdir) == before  # the figures under plots/ and the CSV only
-    lines = out.stdout.strip().splitlines()
+    assert out.stdout.startswith(f"### {report.RUNS_TITLE}\n") and report.RUNS_LEGEND in out.stdout
+    lines = [line for line in out.stdout.splitlines() if line.startswith("|")]
     assert [c.strip() for c in lines[0].strip("|").split(" | ")] == COLUMNS
     assert lines[1] == "|" + "---|" * len(COLUMNS)
     summary = json.loads((workdir / "summary.json").read_text())
@@ -86,7 +87,7 @@ def test_report_without_csv_writes_nothing(workdir):
     out = python("experiments.report", workdir, "--noplots")
     assert out.returncode == 0, out.stderr[-3000:]
     assert files_outside_plots(workdir) == before and not (workdir / "plots").exists()
-    assert len(out.stdout.strip().splitlines()) == 4
+    assert len([line for line in out.stdout.splitlines() if line.startswith("|")]) == 4
 
 
 def test_report_rejects_paths_that_are_not_runs(workdir, tmp_path):

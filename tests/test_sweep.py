@@ -254,7 +254,9 @@ def test_killed_command_line_sweep_resumes(reference, tmp_path):
     assert "point 1/2 width=4: finished before" in err and "point 2/2 width=8: ran" in err
     for width in (4, 8):
         assert results(sweep_dir / f"width={width}") == results(reference / f"width={width}")
-    table = out.strip().splitlines()  # the study table, also in study.csv, and the figures
+    # The study table under its title and above its legend, also in study.csv; the figures.
+    assert out.startswith(f"### {report.STUDY_TITLE}\n\n") and report.STUDY_LEGEND in out
+    table = [line for line in out.splitlines() if line.startswith("|")]
     assert table[0].startswith("| sweep | width | replicates | weights | test error (dense) |")
     assert [line.split(" | ")[1] for line in table[2:]] == ["4", "8"]
     assert (sweep_dir / "study.csv").read_text().count("\n") == 3
@@ -282,7 +284,7 @@ def test_report_on_a_sweep_directory(reference, tmp_path):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert files_outside_plots(reference) == before  # the figures under plots/ and the CSVs only
-    lines = out.strip().splitlines()
+    lines = [line for line in out.splitlines() if line.startswith("|")]
     assert [c.strip() for c in lines[0].strip("|").split(" | ")] == [
         "sweep", "width", "replicates", "weights", "test error (dense)", "ECE (dense)",
         "best level", "effective parameters", "effective (per replicate)", "test error (best)",
@@ -318,7 +320,9 @@ def test_report_on_a_sweep_directory(reference, tmp_path):
 def test_sweep_report_without_csv_writes_nothing(reference):
     before = files_outside_plots(reference)
     table = report.report_sweeps([str(reference)], draw=False, comparisons=True)
-    assert table.startswith("| sweep | width |")
+    titles = [line for line in table.splitlines() if line.startswith("### ")]
+    assert len(titles) == 3 and titles[0] == f"### {report.STUDY_TITLE}"
+    assert "\n| sweep | width |" in table
     assert files_outside_plots(reference) == before
 
 

@@ -1,0 +1,105 @@
+"""Reproduces the study: runs (or finds finished) its sweeps, then prints the paper's tables
+beside ours, with a verdict per row.
+
+    python -m experiments.reproduce [--scale=smoke|cpu|full] [--only=CLAIM,...] [--out=DIR]
+    python -m experiments.reproduce --scale=full --launcher=slurm --workers=16 \
+        --slurm.partition=gpu
+    python -m experiments.reproduce --scale=cpu --report_only   (tables of what has finished)
+
+Claims: sdd, widths, mixtures, uncertainty, calibration (``imp_jax/reproduce.py``); scales and
+their cuts: ``configs/reproduce.py``. The sweeps live in ``<out>/<sweep>/`` (default ``out``:
+``runs/reproduce-<scale>``), so the same command resumes an interrupted study and, once every
+point is finished, trains nothing and prints the report again. ``--launcher`` and ``--workers``
+work as for ``experiments.sweep``. Written into ``out``: ``REPORT.md``, ``report.html``, one CSV
+per claim, ``summary.csv`` and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from configs import reproduce as scales
+from experiments import cli
+from imp_jax import cluster, imp
+from imp_jax import reproduce as reproduce_lib
+from imp_jax import sweep as sweep_lib
+from imp_jax.config import ConfigError
+
+_SCALE = flags.DEFINE_enum("scale", "cpu", list(scales.SCALES), "smoke: minutes (CI); cpu: about "
+                           "an hour on 2 CPU cores, every claim visible; full: the paper's "
+                           "settings.")
+_ONLY = flags.DEFINE_list("only", [], "Claims to run and report (default all): "
+                          + ", ".join(reproduce_lib.CLAIMS) + ".")
+_OUT = flags.DEFINE_string("out", "", "Output directory (default runs/reproduce-<scale>).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: report what has finished.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "tensorflow-datasets data_dir for every dataset.")
+_MNIST = flags.DEFINE_string("mnist_manual_dir", "", "Directory of the MNIST archives.")
+_CIFAR = flags.DEFINE_string("cifar10_manual_dir", "", "Directory of the CIFAR-10 archive.")
+_LAUNCHER = flags.DEFINE_enum("launcher", None, list(cluster.LAUNCHERS), "Run the points as "
+                              "--workers submitit jobs: on SLURM (submit and return) or as "
+                              "processes here (and wait). Default: this process.")
+_WORKERS = flags.DEFINE_integer("workers", 1, "How many worker jobs --launcher starts per sweep.")
+_SLURM = config_flags.DEFINE_config_dict(
+    "slurm", cluster.slurm_config(), "SLURM settings of the worker jobs, as for "
+    "experiments.sweep (see imp_jax/cluster.py).")
+
+
+def claims() -> list[str]:
+    """The claims of ``--only`` (all by default), in the report's order.
+
+    Raises:
+      ConfigError: an unknown claim.
+    """
+    unknown = [c for c in _ONLY.value if c not in reproduce_lib.CLAIMS]
+    if unknown:
+        raise ConfigError(f"--only: unknown claim {unknown[0]!r}; expected "
+                          f"{', '.join(reproduce_lib.CLAIMS)}")
+    return [c for c in reproduce_lib.CLAIMS if not _ONLY.value or c in _ONLY.value]
+
+
+def data_fields() -> dict[str, dict[str, str]]:
+    """The data paths given on the command line, by dataset."""
+    common = {"data.data_dir": _DATA_DIR.value} if _DATA_DIR.value else {}
+    return {name: {**common, **({"data.manual_dir": d} if d else {})}
+            for name, d in (("mnist", _MNIST.value), ("cifar10", _CIFAR.value))}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.setup_logging()
+    logging.getLogger(imp.__name__).setLevel(logging.WARNING)  # one line per point
+    scale = _SCALE.value
+    out = Path(_OUT.value or os.path.join("runs", f"reproduce-{scale}"))
+
+    def study() -> tuple[str, bool]:
+        chosen = claims()
+        sweeps = [s for s in scales.plan(scale, data_fields()) if set(s.claims) & set(chosen)]
+        if _REPORT_ONLY.value:  # a directory holding another sweep is refused all the same
+            for s in sweeps:
+                sweep_lib.check_sweep_dir(out / s.key, s.config, sweep_lib.points(s.config))
+        finished = not _REPORT_ONLY.value and reproduce_lib.run(
+            sweeps, out, launcher=_LAUNCHER.value, workers=_WORKERS.value, slurm=_SLURM.value)
+        tables = reproduce_lib.claim_tables(sweeps, out, chosen)
+        progress = reproduce_lib.progress_line(sweeps, out)
+        path = reproduce_lib.write_report(tables, out, scale=scale, progress=progress)
+        logging.info("report: %s (and report.html, CSV files, figures/)%s", path,
+                     "" if finished else "; the study is not finished: rerun to continue it")
+        return path.read_text(), finished
+
+    result, code = cli.call(study)
+    if code is not None:
+        return code
+    print(result[0])
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _SLURM))
