@@ -17,6 +17,10 @@ _MNIST_DIR = flags.DEFINE_string("mnist_manual_dir", "../shared/data/mnist",
                                  "Folder with the MNIST archives (section 'level').")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "tensorflow-datasets data_dir for MNIST "
                                 "(default: a temporary one, prepared afresh).")
+_SPARSE_RUN = flags.DEFINE_string("sparse_run", "", "A finished FCN run to export in section "
+                                  "'sparse' (default: a short IMP run of configs/mnist_noise.py).")
+_SPARSE_LEVEL = flags.DEFINE_string("sparse_level", "best", "The level of --sparse_run to "
+                                    "export: 'best' or a number.")
 
 
 def main(argv: list[str]) -> None:
@@ -25,7 +29,8 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise app.UsageError(f"--only: unknown sections {sorted(unknown)}; "
                              f"choose from {sorted(benchmarks.SECTIONS)}")
-    settings = benchmarks.Settings(_REPEATS.value, _MNIST_DIR.value, _DATA_DIR.value)
+    settings = benchmarks.Settings(_REPEATS.value, _MNIST_DIR.value, _DATA_DIR.value,
+                                   _SPARSE_RUN.value, _SPARSE_LEVEL.value)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}")
     for name, fn in benchmarks.SECTIONS.items():
         # sharded_epoch is scaling's per-process part: run only when asked for.

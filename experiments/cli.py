@@ -96,6 +96,15 @@ def call(fn: Callable[[], Any]) -> tuple[Any, int | None]:
         return None, 2
 
 
+def print_call(fn: Callable[[], str]) -> int:
+    """Runs ``fn`` as :func:`call` does and prints the text it returns; returns the exit
+    code."""
+    text, code = call(fn)
+    if code is None:
+        print(text)
+    return code or 0
+
+
 def log_failure(what: str, retry: str) -> None:
     """Logs the traceback of a failed optional step (figures, tables) of finished work."""
     logging.exception("%s failed; retry with: %s", what, retry)

@@ -48,10 +48,7 @@ def main(argv: list[str]) -> int:
         return report.report_runs(paths, csv_path=_CSV.value, draw=_PLOTS.value,
                                   redraw=_REDRAW.value)
 
-    text, code = cli.call(tables)
-    if code is None:
-        print(text)
-    return code or 0
+    return cli.print_call(tables)
 
 
 if __name__ == "__main__":

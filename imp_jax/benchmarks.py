@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imp_jax import masks, models, parallel, train
+from imp_jax import export, masks, models, parallel, train
 
 # The epochs of a level of the study's MNIST config (configs/mnist_noise.py), projected to.
 STUDY_EPOCHS = 120
@@ -39,11 +39,16 @@ class Settings:
       repeats: timed runs per figure (the median is reported).
       mnist_manual_dir: the folder of the MNIST archives (section ``level``).
       data_dir: tensorflow-datasets data_dir for MNIST ("": a temporary one, prepared afresh).
+      sparse_run: a finished FCN run whose model section ``sparse`` exports ("": a short IMP
+        run of the study's MNIST network, made afresh).
+      sparse_level: the level of ``sparse_run`` to export (``best`` or a number).
     """
 
     repeats: int = 5
     mnist_manual_dir: str = "../shared/data/mnist"
     data_dir: str = ""
+    sparse_run: str = ""
+    sparse_level: str = "best"
 
 
 def timeit(fn: Callable[[], object], repeats: int) -> float:
@@ -371,9 +376,65 @@ def bench_startup(settings: Settings) -> None:
                   f"peak_rss={peak:.2f}GiB")
 
 
+# The level of configs/mnist_noise.py that keeps 5 358 weights, the study's best pruned P=300
+# network (Table S2): the level section ``sparse`` exports from its short run.
+STUDY_BEST_LEVEL = 17
+
+
+def _short_mnist_run(settings: Settings, tmp: str) -> Path:
+    """A one-replicate IMP run of configs/mnist_noise.py, 2 epochs a level, to
+    :data:`STUDY_BEST_LEVEL`."""
+    cmd = [sys.executable, "-m", "experiments.run", "--config=configs/mnist_noise.py",
+           f"--workdir={tmp}/run", "--config.replicates=1", "--config.train.epochs=2",
+           f"--config.imp.levels={STUDY_BEST_LEVEL}", "--config.checkpoint.every_epochs=2",
+           f"--config.data.manual_dir={settings.mnist_manual_dir}",
+           f"--config.data.data_dir={settings.data_dir or tmp + '/tfds'}"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return Path(tmp, "run")
+
+
+def bench_sparse(settings: Settings) -> None:
+    """Inference of a pruned FCN as the masked dense model, its compact export and its BCOO
+    export, at batch 1 and 1024: ms per call, the compact shape, and the largest logit
+    difference from the masked model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(settings.sparse_run) if settings.sparse_run else _short_mnist_run(settings,
+                                                                                     tmp)
+        level = (export.resolve_level(run, settings.sparse_level) if settings.sparse_run
+                 else STUDY_BEST_LEVEL)
+        [source] = export.read_level(run, level, 0)
+    if export.architecture(source.params) != "fcn":
+        raise ValueError("section sparse: --sparse_run must be an FCN run")
+    nets = {fmt: export.EXPORTERS[fmt](source.params, source.masks) for fmt in export.FORMATS}
+    hidden = [source.params[n]["kernel"].shape[1] for n in nets["bcoo"].meta["layers"][:-1]]
+    model = models.make_model("fcn", source.params["output"]["kernel"].shape[1],
+                              hidden=hidden, use_bias="bias" in source.params["output"])
+    masked = jax.jit(lambda p, m, x: model.apply({"params": masks.apply_mask(p, m)}, x))
+    weights = nets["compact"].meta["weights"]
+    print(f"sparse {'given run' if settings.sparse_run else 'short mnist_noise run'} level "
+          f"{level}: weights={weights['kept']}/{weights['total']} "
+          f"shape={nets['bcoo'].shape} compact_shape={nets['compact'].shape}")
+    fan_in = source.params[nets["bcoo"].meta["layers"][0]]["kernel"].shape[0]
+    diff, times = 0.0, {}
+    for batch in (1, 1024):
+        x = jax.random.normal(jax.random.key(batch), (batch, fan_in))
+        fns = {"masked": functools.partial(masked, source.params, source.masks, x),
+               **{fmt: functools.partial(net.predict, x) for fmt, net in nets.items()}}
+        times = timeit_interleaved(fns, max(settings.repeats, 20))
+        reference = fns["masked"]()
+        diff = max(diff, *(float(jnp.max(jnp.abs(nets[f].predict(x) - reference)))
+                           for f in nets))
+        print(f"sparse batch={batch}: " + " ".join(f"{k}={t * 1e3:.3f}ms"
+                                                   for k, t in times.items()))
+    print(f"sparse: compact_speedup={times['masked'] / times['compact']:.2f} "
+          f"bcoo_speedup={times['masked'] / times['bcoo']:.2f} (batch 1024, over masked dense) "
+          f"max_abs_logit_diff={diff:.2e} equal={'yes' if diff <= 1e-5 else 'no'}")
+
+
 SECTIONS: dict[str, Callable[[Settings], None]] = {
     "prune": bench_prune, "epoch": bench_epoch, "replicates": bench_replicates,
     "cifar": bench_cifar, "cnn": bench_cnn, "scaling": bench_scaling, "level": bench_level,
-    "sharded_epoch": bench_sharded_epoch, "startup": bench_startup}
+    "sharded_epoch": bench_sharded_epoch, "startup": bench_startup,
+    "sparse": bench_sparse}
 
 

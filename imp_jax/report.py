@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from imp_jax import analysis, imp, plots, study_plots
+from imp_jax import analysis, export, imp, plots, study_plots
 from imp_jax.rundir import RunDir, RunDirError, read_json, write_atomic
 from imp_jax.sweep import SWEEP_FILE
 
@@ -42,7 +42,8 @@ METRIC_COLUMNS = (("test error", "test_error"), ("ECE (clean)", "test_ece_{b}"),
                   ("ECE (noisy)", "test_noisy_ece_{b}"), ("NLL", "test_nll"),
                   ("overconfidence", "test_overconfidence"), ("|p - p_true|", "true_abs_error"))
 CSV_NAMES = {"test error": "test_error", "ECE (clean)": "ece_clean", "ECE (noisy)": "ece_noisy",
-             "NLL": "nll", "overconfidence": "overconfidence", "|p - p_true|": "true_abs_error"}
+             "NLL": "nll", "overconfidence": "overconfidence", "|p - p_true|": "true_abs_error",
+             "compact shape": "compact_shape"}
 MODEL_NAMES = {"dense": "dense", "best": "best pruned", "best_val": "best pruned (val)"}
 
 
@@ -86,20 +87,33 @@ def table_rows(run: str, rows: list[dict[str, Any]], num_bins: int) -> list[dict
         if model is None:
             records.append({"run": run, "model": f"{MODEL_NAMES[key]} "
                                                   f"({summary['landmarks']['status']})",
-                            "level": None, "weights": None,
+                            "level": None, "weights": None, "compact shape": None,
                             **{title: None for title, _ in METRIC_COLUMNS}})
             continue
         record = {"run": run, "model": MODEL_NAMES[key], "level": model["level"],
-                  "weights": model["remaining_weights"]}
+                  "weights": model["remaining_weights"],
+                  "compact shape": compact_shape(run, model["level"])}
         for title, metric in METRIC_COLUMNS:
             record[title] = _pair(model["metrics"].get(metric.format(b=num_bins)))
         records.append(record)
     return records
 
 
+def compact_shape(run: str, level: int) -> str | None:
+    """The widths of a level's compact export (:func:`imp_jax.export.compact`), the units its
+    network really uses, e.g. ``784-61-10``; the replicates' shapes joined by `` / `` where
+    they differ; None for a model that cannot be compacted or a level without a checkpoint."""
+    try:
+        shapes = export.compact_shapes(run, level)
+    except export.ExportError:
+        return None
+    return " / ".join(dict.fromkeys(shapes))
+
+
 def _columns(records: list[dict[str, Any]]) -> list[str]:
     # The mixture-only column is shown only when some run has it.
     return ["run", "model", "level", "weights",
+            *(["compact shape"] if any(r.get("compact shape") for r in records) else []),
             *(t for t, _ in METRIC_COLUMNS if any(r[t] is not None for r in records))]
 
 

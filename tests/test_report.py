@@ -16,7 +16,7 @@ from tests.conftest import files_outside_plots
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("sdd_curve", "ece_curve", "calibration", "mixture_profile", "mixture_vs_true",
            "mixture_error_map")
-COLUMNS = ["run", "model", "level", "weights", "test error", "ECE (clean)", "ECE (noisy)", "NLL",
+COLUMNS = ["run", "model", "level", "weights", "compact shape", "test error", "ECE (clean)", "ECE (noisy)", "NLL",
            "overconfidence", r"\|p - p_true\|"]
 
 
@@ -63,14 +63,16 @@ def test_report_table_csv_and_figures(workdir, tmp_path):
     assert [(r[0], r[1], r[2]) for r in body] == [
         (str(workdir), "dense", "0"), (str(workdir), name, "–" if best is None else str(best))]
     assert body[1][3] == ("–" if best is None else str(summary["effective_parameters"]))
-    assert all(" ± " in cell for cell in body[0][4:])
-    assert all((" ± " in cell) == (best is not None) for cell in body[1][4:])
+    # The mixture network (D=10, 8 hidden units) compacted: dense, it uses every unit.
+    assert body[0][4] == "10-8-2"
+    assert all(" ± " in cell for cell in body[0][5:])
+    assert all((" ± " in cell) == (best is not None) for cell in body[1][5:])
 
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == ["dense", name]
-    assert list(table[0])[:6] == ["run", "model", "level", "weights", "test_error",
-                                  "test_error_std"]
+    assert list(table[0])[:7] == ["run", "model", "level", "weights", "compact_shape",
+                                  "test_error", "test_error_std"]
     if best is None:
         assert table[1]["test_error"] == ""
     else:

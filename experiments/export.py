@@ -1,0 +1,49 @@
+"""Exports a pruned model of a run as a smaller (compact) or sparse (BCOO) network.
+
+    python -m experiments.export RUN_DIR [--level=best|N] [--replicate=R] \
+        --format=compact|bcoo --out=DIR
+
+Reads the level's checkpoint (read-only; the dataset is not needed), writes ``DIR/<format>.npz``
+(:func:`imp_jax.export.save`; read it back with ``imp_jax.export.load(path).predict(x)``) and
+prints the network's shape, its weight counts and the file. A bad run directory, level,
+replicate or format stops it with one ``error:`` line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+
+from experiments import cli
+from imp_jax import export
+
+_LEVEL = flags.DEFINE_string("level", "best", "Level to export: 'best' (the best pruned level) "
+                                              "or its number.")
+_REPLICATE = flags.DEFINE_integer("replicate", 0, "Replicate to export.")
+_FORMAT = flags.DEFINE_string("format", "compact", f"One of {export.FORMATS}.")
+_OUT = flags.DEFINE_string("out", "", "Directory to write <format>.npz into.")
+
+
+def main(argv: list[str]) -> int:
+    cli.setup_logging()
+    if len(argv) != 2:
+        raise app.UsageError("give one run directory")
+    if not _OUT.value:
+        raise app.UsageError("give --out=DIR")
+
+    def run() -> str:
+        net = export.export_run(argv[1], _FORMAT.value, _LEVEL.value, _REPLICATE.value)
+        path = export.save(net, _OUT.value)
+        source, weights = net.meta["source"], net.meta["weights"]
+        return (f"exported level {source['level']} replicate {source['replicate']} as "
+                f"{net.meta['format']}: shape={net.shape} weights={weights['kept']}/"
+                f"{weights['total']} stored_kernel_entries={weights['stored']} -> {path}")
+
+    return cli.print_call(run)
+
+
+if __name__ == "__main__":
+    app.run(main)
