@@ -16,8 +16,8 @@ from tests.conftest import files_outside_plots
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("sdd_curve", "ece_curve", "calibration", "mixture_profile", "mixture_vs_true",
            "mixture_error_map")
-COLUMNS = ["run", "model", "level", "weights", "compact shape", "test error", "ECE (clean)", "ECE (noisy)", "NLL",
-           "overconfidence", r"\|p - p_true\|"]
+COLUMNS = ["run", "model", "level", "weights", "compact shape", "test error", "ECE (clean)",
+           "ECE (noisy)", "NLL", "overconfidence", r"\|p - p_true\|"]
 
 
 def python(module, *args):
