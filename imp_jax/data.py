@@ -14,6 +14,9 @@ import dataclasses
 import hashlib
 import logging
 import os
+import time
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
@@ -147,29 +150,79 @@ def _import_tensorflow() -> None:
         tf.config.set_visible_devices([], "GPU")
 
 
+# One connection tried before a download, in seconds: offline, tfds' own loop retries for minutes.
+_PROBE_TIMEOUT_S = 5.0
+
+
+def _archives(builder: tfds.core.DatasetBuilder) -> dict[str, str]:
+    """The dataset's archive file names and the URLs tfds downloads them from."""
+    return {info.filename or url.rsplit("/", 1)[-1]: url
+            for url, info in (builder.url_infos or {}).items()}
+
+
+def archive_folders(builder: tfds.core.DatasetBuilder,
+                    manual_dir: str | Path | None) -> list[Path]:
+    """Where a dataset's archives are looked for, in order: ``manual_dir``, tfds' own
+    ``<data_dir>/downloads/manual``, and ``../shared/data/<name>`` (from the project's root,
+    where the README keeps the MNIST archives)."""
+    # builder.data_dir is <data_dir>/<name>[/<config>]/<version>.
+    root = Path(builder.data_dir).parents[len(Path(builder.info.full_name).parts) - 1]
+    given = [Path(manual_dir)] if manual_dir is not None else []
+    return [*given, root / "downloads" / "manual", Path("..", "shared", "data", builder.name)]
+
+
+def _unreachable(url: str) -> str | None:
+    """Why ``url`` cannot be reached within seconds (one HEAD request, through the proxy the
+    environment names, as tfds' downloads go), or None when a server answers."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                                    timeout=_PROBE_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError:  # refused, but reachable: tfds may still fetch it
+        return None
+    except (OSError, ValueError) as e:  # URLError, timeouts, refused connections
+        return str(getattr(e, "reason", e))
+
+
 def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -> None:
-    """Prepares ``builder``'s dataset: from the archives in ``manual_dir`` (no network), or
-    downloaded by tensorflow-datasets when ``manual_dir`` is None."""
+    """Prepares ``builder``'s dataset: from its archives in the first of
+    :func:`archive_folders` that holds them all (no network), else downloaded by
+    tensorflow-datasets once a quick connection shows it can.
+
+    Raises:
+      ValueError: the archives are nowhere and cannot be downloaded (said within seconds,
+        naming the archives and where to put them), or an archive is not the registered one.
+    """
     import tensorflow_datasets as tfds  # already imported by load_tfds
     from tensorflow_datasets.core.download import download_manager
 
-    if manual_dir is not None:
-        archives = {
-            info.filename or url.rsplit("/", 1)[-1]: url
-            for url, info in (builder.url_infos or {}).items()
-        }
-        # tfds would try to download each missing archive, retrying for minutes on an offline
-        # machine: fail at once instead, saying where the archives come from.
-        missing = [f for f in archives if not (Path(manual_dir) / f).exists()]
-        if missing:
-            sources = "; ".join(f"{f} from {archives[f]}" for f in missing)
+    archives = _archives(builder)
+    folders = archive_folders(builder, manual_dir)
+    found = next((f for f in folders if archives and all((f / a).is_file() for a in archives)),
+                 None)
+    where = " or ".join(str(f) for f in folders)
+    if found is None and archives:
+        sources = "; ".join(f"{f} from {url}" for f, url in archives.items())
+        if manual_dir is not None:
             raise ValueError(
                 f"dataset {builder.name!r} is not prepared in {builder.data_dir} and "
-                f"{manual_dir} lacks {missing}. Download its archives ({sources}) into that "
-                "folder, or leave manual_dir empty to let tensorflow-datasets download them."
-            )
+                f"{manual_dir} lacks {[f for f in archives if not (Path(manual_dir) / f).exists()]}"
+                f". Download its archives ({sources}) into {where}, or leave manual_dir empty "
+                "to let tensorflow-datasets download them.")
+        reason = _unreachable(next(iter(archives.values())))
+        if reason is not None:
+            raise ValueError(
+                f"dataset {builder.name!r} is not prepared in {builder.data_dir} and cannot be "
+                f"downloaded ({reason}); put its archives {list(archives)} ({sources}) into "
+                f"{where}, or name their folder with --config.data.manual_dir=DIR")
+    if found is not None:
+        logging.info("preparing dataset %s (first use) from the archives in %s ...",
+                     builder.name, found)
+    else:
+        logging.info("preparing dataset %s (first use), downloading it ...", builder.name)
+    start = time.perf_counter()
     _import_tensorflow()
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    config = tfds.download.DownloadConfig(manual_dir=found)
     try:
         builder.download_and_prepare(download_config=config)
     except download_manager.NonMatchingChecksumError as e:
@@ -179,6 +232,8 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -
             f"an archive of {builder.name!r} does not match the checksum tensorflow-datasets "
             f"registers for it ({detail}); it is truncated or another version: download it "
             f"again from that URL") from e
+    logging.info("prepared %s in %.0f s (in %s)", builder.name, time.perf_counter() - start,
+                 builder.data_dir)
 
 
 def _read_tfds(builder: tfds.core.DatasetBuilder) -> dict[str, np.ndarray]:
@@ -257,8 +312,9 @@ def load_tfds(
     """Loads a tfds image-classification dataset whole: raw uint8 images (N, H, W, C), int32 labels.
 
     Returns ``(x_train, y_train, x_test, y_test, num_classes)``. A dataset not yet prepared in
-    ``data_dir`` (tfds' default when None) is prepared from the original archives in
-    ``manual_dir`` (ValueError if they are not there), or downloaded when it is None.
+    ``data_dir`` (tfds' default when None) is prepared from the original archives, found in
+    ``manual_dir`` or the other :func:`archive_folders`, or downloaded; ValueError within
+    seconds when they are nowhere and cannot be downloaded.
 
     Preparing a dataset, and reading tfds' files, import TensorFlow; the arrays read are then
     cached beside tfds' files (``imp_jax_arrays.npz`` with a checksum), and later loads read

@@ -206,9 +206,11 @@ CASES = [
     Case("subset_larger_than_dataset", ("--config.data.train_subset=600",),
          "error: config.data: train_subset=600 with validation_size=0 asks for more than the "
          "500 training examples of mixture_linear"),
-    Case("missing_mnist_archives", ("--config.data.manual_dir=/nonexistent",
-                                    "--config.data.data_dir={workdir}.tfds"),
-         "error: config.data: dataset 'mnist' is not prepared in",
+    # Fashion-MNIST: the MNIST archives beside the project would be found.
+    Case("missing_archives", ("--config.data.name=fashion_mnist",
+                              "--config.data.manual_dir=/nonexistent",
+                              "--config.data.data_dir={workdir}.tfds"),
+         "error: config.data: dataset 'fashion_mnist' is not prepared in",
          config="--config=configs/mnist_noise.py:smoke"),
     # Run directories that cannot be used.
     Case("workdir_under_a_file", ("--workdir={workdir}/run",),
