@@ -209,7 +209,10 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -
                 f"{manual_dir} lacks {[f for f in archives if not (Path(manual_dir) / f).exists()]}"
                 f". Download its archives ({sources}) into {where}, or leave manual_dir empty "
                 "to let tensorflow-datasets download them.")
-        reason = _unreachable(next(iter(archives.values())))
+        # tfds.testing.mock_data replaces the download by a no-op: nothing to connect to then.
+        downloads = type(builder).download_and_prepare.__qualname__.endswith(
+            "DatasetBuilder.download_and_prepare")
+        reason = _unreachable(next(iter(archives.values()))) if downloads else None
         if reason is not None:
             raise ValueError(
                 f"dataset {builder.name!r} is not prepared in {builder.data_dir} and cannot be "
