@@ -379,7 +379,7 @@ def _first_classes(
 
 
 def load_dataset(
-    name: str,
+    task: tasks.Task | str,
     *,
     key: jax.Array,
     label_noise: float = 0.0,
@@ -395,12 +395,13 @@ def load_dataset(
     keep_uint8: bool = False,
     normalisation: str = "dataset",
 ) -> Dataset:
-    """Loads dataset ``name`` (one of ``DATASETS``) with a fraction ``label_noise`` of noisy labels.
+    """Loads the dataset of ``task`` with a fraction ``label_noise`` of noisy labels.
 
     Args:
-      name: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (via tfds; see
-        :func:`load_tfds` for ``data_dir`` and ``manual_dir``), ``mixture_linear`` or
-        ``mixture_xor`` (see :mod:`imp_jax.mixtures`).
+      task: the :class:`imp_jax.tasks.Task`, or its name (one of ``DATASETS``): ``mnist``,
+        ``fashion_mnist``, ``cifar10``, ``cifar100`` (via tfds; see :func:`load_tfds` for
+        ``data_dir`` and ``manual_dir``), ``mixture_linear`` or ``mixture_xor`` (see
+        :mod:`imp_jax.mixtures`).
       key: the data key; the subset, validation split, noisy labels and mixture samples all
         derive from it alone.
       label_noise: fraction of training (and validation) labels replaced by uniform random ones,
@@ -420,7 +421,8 @@ def load_dataset(
         (``"dataset"``, :data:`NORMALISATION`) or with ImageNet's (``"imagenet"``, RGB datasets
         only), as the reference code does for CIFAR-10.
     """
-    task = tasks.get(name)
+    task = tasks.get(task) if isinstance(task, str) else task
+    name = task.name
     if not 0.0 <= label_noise <= 1.0:
         raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}")
     if keep_uint8 and task.stats is None:

@@ -120,6 +120,8 @@ def level_rows(exp: Experiment, state: train.TrainState, level: int, replicates:
     """The metrics rows of ``replicates`` of ``state`` at the end of ``level``: weight counts,
     :func:`evaluate`'s metrics, whether each replicate diverged, and the time spent (``seconds``
     by step, none for a level finished before this process started; and the evaluation's)."""
+    if not replicates:
+        return []
     start = time.perf_counter()
     values = evaluate(exp, state)
     counts = weight_counts(exp, state.masks)
@@ -128,3 +130,9 @@ def level_rows(exp: Experiment, state: train.TrainState, level: int, replicates:
              "epochs": exp.config.train.epochs, "diverged": bool(diverged[r]),
              "time_eval_s": eval_s, **{f"time_{k}_s": v for k, v in seconds.items()}}
             for r in replicates]
+
+
+def missing_replicates(exp: Experiment, rows: list[dict[str, Any]], level: int) -> list[int]:
+    """The replicates that ``rows`` hold no row of at ``level``."""
+    have = {row["replicate"] for row in rows if row["level"] == level}
+    return [r for r in range(exp.replicates) if r not in have]

@@ -31,10 +31,10 @@ class FreshSample:
     p_true_noisy: jax.Array
 
 
-def fresh_sample(config: ml_collections.ConfigDict, layout: parallel.Layout) -> FreshSample:
-    """``eval.fresh_points`` new points of the config's mixture task (a key of their own)."""
+def fresh_sample(config: ml_collections.ConfigDict, task: tasks.Task,
+                 layout: parallel.Layout) -> FreshSample:
+    """``eval.fresh_points`` new points of the mixture ``task`` (a key of their own)."""
     c = config.data
-    task = tasks.get(c.name)
     key = jax.random.fold_in(jax.random.key(c.seed), 0xF4E5)
     x, y = task.sample(key, c.mixture_nu, config.eval.fresh_points, c.mixture_dim)
     arrays = (x, y, task.true_probs(c.mixture_nu, x),
@@ -47,6 +47,7 @@ class Experiment:
     """Everything a run needs besides its state: data on device, the trainer, the pruning rule."""
 
     config: ml_collections.ConfigDict
+    task: tasks.Task  # config.data.name's, resolved once here
     dataset: data_lib.Dataset
     trainer: train.Trainer
     spec: masks_lib.PrunableSpec
@@ -66,13 +67,25 @@ class Experiment:
         base = jax.random.key(self.config.seed)
         return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.arange(self.replicates))
 
+    def initial_state(self, keys: jax.Array | None = None) -> train.TrainState:
+        """Every replicate's freshly initialised state, on device (from ``keys``, default
+        :meth:`replicate_keys`)."""
+        keys = self.replicate_keys() if keys is None else keys
+        return self.layout.put_state(self.trainer.init(keys, self.x_train[:1]))
 
-def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
-    """The dataset of ``config.data`` (ConfigError naming the section when it cannot load)."""
+    def abstract_state(self) -> train.TrainState:
+        """The shapes, dtypes and shardings of :meth:`initial_state`, which restores target."""
+        return self.layout.abstract_state(jax.eval_shape(
+            lambda: self.trainer.init(self.replicate_keys(), self.x_train[:1])))
+
+
+def load_data(config: ml_collections.ConfigDict, task: tasks.Task) -> data_lib.Dataset:
+    """The dataset of ``task`` as ``config.data`` sets it up (ConfigError naming the section
+    when it cannot load)."""
     c = config.data
     try:
         return data_lib.load_dataset(
-            c.name, key=jax.random.key(c.seed), label_noise=c.label_noise,
+            task, key=jax.random.key(c.seed), label_noise=c.label_noise,
             data_dir=c.data_dir or None, manual_dir=c.manual_dir or None,
             train_subset=c.train_subset, validation_size=c.validation_size,
             mixture_nu=c.mixture_nu, mixture_dim=c.mixture_dim, mixture_train=c.mixture_train,
@@ -136,7 +149,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     """
     config_lib.validate(config)
     c = config
-    dataset = load_data(c)
+    task = tasks.get(c.data.name)
+    dataset = load_data(c, task)
     layout = parallel.Layout.create(c.parallel.mode)
     trainer = make_trainer(c, dataset, layout)
     total_steps = c.train.epochs * trainer.steps_per_epoch
@@ -149,7 +163,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     # Held once on device and shared by all replicates.
     x_train = layout.put(dataset.x_train, layout.replicated)
     y_train = np.broadcast_to(dataset.y_train, (c.replicates, dataset.n_train))
-    fresh = fresh_sample(c, layout) if tasks.get(c.data.name).is_mixture else None
-    return Experiment(c, dataset, trainer, spec, x_train,
+    fresh = fresh_sample(c, task, layout) if task.is_mixture else None
+    return Experiment(c, task, dataset, trainer, spec, x_train,
                       layout.put(y_train, layout.per_replicate), total_steps, rewind_step, layout,
                       fresh)

@@ -20,7 +20,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from imp_jax import progress as progress_lib
 from imp_jax.checkpoints import Checkpoints
 from imp_jax.experiment import Experiment, build
 from imp_jax.progress import Progress
-from imp_jax.rundir import RunDir, RunDirError, read_json, write_json
+from imp_jax.rundir import RunDir, RunDirError, read_json
 from imp_jax.writers import MetricWriter, TensorBoardWriter
 
 PyTree = Any
@@ -83,10 +83,19 @@ def _rewinder(trainer: train.Trainer):
     return jax.jit(jax.vmap(trainer.rewind), out_shardings=trainer.state_sharding)
 
 
-def next_level_stop(exp: Experiment, level: int, remaining: int, prunable: int) -> str | None:
-    """Why no level after ``level`` should run, given its remaining kernel and prunable weight
-    counts, or None. Exact for global pruning; for layerwise pruning the counts are pooled."""
-    c = exp.config
+def _counts(exp: Experiment, masks: PyTree) -> tuple[int, int]:
+    """The remaining kernel and prunable weights of ``masks`` (replicates prune alike)."""
+    counts = evaluation.weight_counts(exp, masks)[0]
+    return counts["remaining_weights"], counts["prunable_remaining"]
+
+
+def next_level_stop(exp: Experiment, level: int, masks: PyTree) -> str | None:
+    """Why no level after ``level``, whose masks are ``masks``, should run, or None. Exact for
+    global pruning; for layerwise pruning the counts are pooled."""
+    return _stop(exp.config, level, *_counts(exp, masks))
+
+
+def _stop(c: ml_collections.ConfigDict, level: int, remaining: int, prunable: int) -> str | None:
     if level >= c.imp.levels:
         return f"reached imp.levels={c.imp.levels}"
     n = masks_lib.step_size(c.prune.fraction, remaining, prunable, c.prune.count)
@@ -100,11 +109,12 @@ def next_level_stop(exp: Experiment, level: int, remaining: int, prunable: int) 
     return None
 
 
-def last_level(exp: Experiment, level: int, remaining: int, prunable: int) -> int:
-    """The last level the run will reach from ``level`` with these counts (see
+def last_level(exp: Experiment, level: int, masks: PyTree) -> int:
+    """The last level the run will reach from ``level``, whose masks are ``masks`` (see
     :func:`next_level_stop`)."""
     c = exp.config
-    while next_level_stop(exp, level, remaining, prunable) is None:
+    remaining, prunable = _counts(exp, masks)
+    while _stop(c, level, remaining, prunable) is None:
         n = masks_lib.step_size(c.prune.fraction, remaining, prunable, c.prune.count)
         level, remaining, prunable = level + 1, remaining - n, prunable - n
     return level
@@ -114,8 +124,14 @@ def last_level(exp: Experiment, level: int, remaining: int, prunable: int) -> in
 class _Timer:
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def add(self, name: str, start: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Adds the time spent in the block to ``seconds[name]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def _barrier(name: str) -> None:
@@ -155,6 +171,60 @@ def _diverged(exp: Experiment, level: int, stats: dict[str, jax.Array], diverged
     return diverged | bad
 
 
+def _pruned_and_rewound(exp: Experiment, ckpt: Checkpoints, target: PyTree, level: int,
+                        previous: train.TrainState) -> train.TrainState:
+    """The state ``level`` > 0 starts from: ``previous``'s weights pruned (a key per replicate
+    and level), the survivors rewound to the rewind point (with ``imp.reinit``, to a fresh
+    initialisation)."""
+    keys = exp.replicate_keys()
+    prune_keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 0x9E3779B),
+                                                       level))(keys)
+    masks = _prune(exp, previous, prune_keys)
+    if exp.config.imp.reinit:
+        # Control: the ticket's mask on a fresh random initialisation, trained from step 0.
+        point = exp.initial_state(jax.vmap(lambda k: jax.random.fold_in(k, level))(keys))
+    else:
+        point = ckpt.restore_rewind(exp.rewind_step, target)
+    return jax.block_until_ready(_rewinder(exp.trainer)(point, masks))
+
+
+def _chunk_end(exp: Experiment, level: int, step: int) -> int:
+    """Where in its epoch the compiled chunk from ``step`` ends: the epoch's end, or in level 0
+    the rewind point (to save it) if it comes first."""
+    spe = exp.trainer.steps_per_epoch
+    epoch = step // spe
+    if level == 0 and step < exp.rewind_step < (epoch + 1) * spe:
+        return exp.rewind_step - epoch * spe
+    return spe
+
+
+def _save_rewind_point(exp: Experiment, ckpt: Checkpoints, level: int, step: int,
+                       state: train.TrainState) -> None:
+    """Saves the rewind point when level 0 reaches it (at its start for rewind "0")."""
+    if level == 0 and step == exp.rewind_step and step not in ckpt.rewind.all_steps():
+        ckpt.save_rewind(step, state)
+
+
+def _tensorboard(rundir: RunDir, replicates: int) -> list[MetricWriter]:
+    """The default writers: TensorBoard event files, a directory per replicate under ``tb/``."""
+    return [TensorBoardWriter(rundir.tb / f"replicate_{r}") for r in range(replicates)]
+
+
+def _resumable(stop: signals.Stop | None, level: int, step: int) -> None:
+    """Tells the signal watchdog where the run would resume if it ended the process."""
+    if stop is not None:
+        stop.where = (f"during level {level}; nothing saved was lost: the same command resumes "
+                      f"the run from level {level}, step {step}")
+
+
+def _check_memory(exp: Experiment, target: PyTree) -> None:
+    """On the CPU, MemoryError before anything is written when the state cannot fit."""
+    if jax.default_backend() == "cpu":
+        memory.check_fits(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+                              for x in jax.tree_util.tree_leaves(target)),
+                          f"a run of {exp.replicates} replicate(s)")
+
+
 class Run:
     """One IMP run in its run directory; :meth:`run` trains, prunes and resumes.
 
@@ -173,15 +243,9 @@ class Run:
         # Several hosts share the run directory: process 0 writes the files, all write the
         # Orbax checkpoints together, and barriers keep the others from reading ahead of it.
         self.primary = jax.process_index() == 0 and not read_only
-        keys = self.exp.replicate_keys()
-        self.init_keys = keys
-        self.prune_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x9E3779B))(keys)
-        self.target = self.exp.layout.abstract_state(
-            jax.eval_shape(lambda: self.exp.trainer.init(keys, self.exp.x_train[:1])))
-        if not read_only and jax.default_backend() == "cpu":  # before anything is written
-            memory.check_fits(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
-                                  for x in jax.tree_util.tree_leaves(self.target)),
-                              f"a run of {self.exp.replicates} replicate(s)")
+        self.target = self.exp.abstract_state()
+        if not read_only:
+            _check_memory(self.exp, self.target)
         if self.primary:
             self.dir.claim(config, replace=False)  # the lock holder replaces it in run()
         _barrier("claim")
@@ -214,11 +278,6 @@ class Run:
     def finished_levels(self) -> list[int]:
         return self.ckpt.finished_levels()
 
-    def _stop_reason(self, level: int, masks: PyTree) -> str | None:
-        counts = evaluation.weight_counts(self.exp, masks)[0]
-        return next_level_stop(self.exp, level, counts["remaining_weights"],
-                               counts["prunable_remaining"])
-
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -238,11 +297,10 @@ class Run:
                 handler = stack.enter_context(logs.to_file(self.dir.log))
                 log.info("run directory: %s", self.dir.root)
             self.stop = stack.enter_context(signals.stop_on_signals())
-            writers = (() if not self.primary else self.writers if self.writers is not None else
-                       [TensorBoardWriter(self.dir.tb / f"replicate_{r}")
-                        for r in range(self.exp.replicates)])
             self.progress = stack.enter_context(progress_lib.watching(
-                self.exp.config, self.dir.status if self.primary else None, writers))
+                self.exp.config, self.dir.status if self.primary else None,
+                () if not self.primary else self.writers if self.writers is not None else
+                _tensorboard(self.dir, self.exp.replicates)))
             log.info("%d replicate(s) on %d device(s), parallel.mode=%s, replicate_batching=%s",
                      self.exp.replicates, self.exp.layout.size, self.exp.layout.mode,
                      self.exp.trainer.replicate_batching)
@@ -257,7 +315,7 @@ class Run:
         """IMP: train level 0; then prune, rewind and retrain, level after level."""
         done = self._repair()
         state = self.restore_level(done[-1]) if done else None
-        if done and (reason := self._stop_reason(done[-1], state.masks)):
+        if done and (reason := next_level_stop(self.exp, done[-1], state.masks)):
             log.info("run in %s is finished (%s): %d levels", self.dir.root, reason, len(done))
             return self._summarise(finished=True)
         level = done[-1] + 1 if done else 0
@@ -265,11 +323,10 @@ class Run:
             timer = _Timer()
             state = self._level_start(level, state, timer)  # resumed, or pruned and rewound
             state = self._train_level(level, state, timer)
-            start = time.perf_counter()
-            self.ckpt.save_level(level, state)
-            timer.add("checkpoint", start)
+            with timer.timed("checkpoint"):
+                self.ckpt.save_level(level, state)
             self._record(level, state, timer.seconds)
-            if reason := self._stop_reason(level, state.masks):
+            if reason := next_level_stop(self.exp, level, state.masks):
                 log.info("stopping: %s", reason)
                 return self._summarise(finished=True)
             level += 1
@@ -298,20 +355,9 @@ class Run:
         if state is not None:
             return state
         if level == 0:
-            return self.exp.layout.put_state(
-                self.exp.trainer.init(self.init_keys, self.exp.x_train[:1]))
-        start = time.perf_counter()
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.prune_keys)
-        masks = _prune(self.exp, previous, keys)
-        if self.exp.config.imp.reinit:
-            # Control: the ticket's mask on a fresh random initialisation, trained from step 0.
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, level))(self.init_keys)
-            point = self.exp.layout.put_state(self.exp.trainer.init(keys, self.exp.x_train[:1]))
-        else:
-            point = self.ckpt.restore_rewind(self.exp.rewind_step, self.target)
-        state = jax.block_until_ready(_rewinder(self.exp.trainer)(point, masks))
-        timer.add("prune", start)
-        return state
+            return self.exp.initial_state()
+        with timer.timed("prune"):
+            return _pruned_and_rewound(self.exp, self.ckpt, self.target, level, previous)
 
     def _train_level(self, level: int, state: train.TrainState,
                      timer: _Timer) -> train.TrainState:
@@ -321,37 +367,31 @@ class Run:
         spe = exp.trainer.steps_per_epoch
         step = int(exp.layout.fetch(state.step)[0])
         rng = exp.layout.fetch(state.rng)
-        counts = evaluation.weight_counts(exp, state.masks)[0]
-        self.progress.last_level = last_level(exp, level, counts["remaining_weights"],
-                                              counts["prunable_remaining"])
-        self.progress.start_level(level, step // spe)
-        self._resumable(level, step)
+        self.progress.start_level(level, step // spe, last_level(exp, level, state.masks))
+        _resumable(self.stop, level, step)
         start = time.perf_counter()
-        self._save_rewind_point(level, step, state)
+        _save_rewind_point(exp, self.ckpt, level, step, state)
         while step < exp.total_steps:
             epoch, lo = divmod(step, spe)
-            hi = spe
-            if level == 0 and step < exp.rewind_step < (epoch + 1) * spe:
-                hi = exp.rewind_step - epoch * spe  # stop at the rewind point to save it
+            hi = _chunk_end(exp, level, step)
             order = exp.layout.put(exp.trainer.epoch_order(rng, epoch), exp.layout.per_replicate)
             state, stats = exp.trainer.run_steps(state, exp.x_train, exp.y_train, order, lo, hi)
             step = epoch * spe + hi
             self.diverged = _diverged(self.exp, level, stats, self.diverged, self.dir.root)
-            t0 = time.perf_counter()
-            self._after_chunk(level, step, state)
-            timer.add("checkpoint", t0)
+            with timer.timed("checkpoint"):
+                self._after_chunk(level, step, state)
             if step % spe == 0:
                 self.progress.epoch_end(level, step // spe, np.asarray(stats["loss"]),
                                         float(exp.trainer.learning_rate(step - 1)))
-        timer.add("train", start)
-        timer.seconds["train"] -= timer.seconds.get("checkpoint", 0.0)
+        timer.seconds["train"] = (time.perf_counter() - start
+                                  - timer.seconds.get("checkpoint", 0.0))
         return state
 
     def _after_chunk(self, level: int, step: int, state: train.TrainState) -> None:
         """Between compiled chunks: the rewind point, the in-level checkpoint every
         ``checkpoint.every_epochs`` epochs, and a clean stop on SIGTERM/SIGINT."""
         exp, every = self.exp, self.exp.config.checkpoint.every_epochs
-        self._save_rewind_point(level, step, state)
+        _save_rewind_point(exp, self.ckpt, level, step, state)
         spe = exp.trainer.steps_per_epoch
         periodic = step % spe == 0 and every and (step // spe) % every == 0
         # One look at the signals: one that arrives during the save below waits for the next
@@ -360,24 +400,13 @@ class Run:
         if (periodic or signum) and step < exp.total_steps:
             self.ckpt.save_progress(level, step, exp.total_steps, state,
                                     step / exp.trainer.steps_per_epoch)
-            self._resumable(level, step)
+            _resumable(self.stop, level, step)
         if signum and step < exp.total_steps:
             self.stop.handled()
             raise RunInterruptedError(
                 f"stopped by signal {signum} at level {level}, epoch {step / spe:g} (step "
                 f"{step}); a checkpoint is written: run the same command again to resume",
                 signum, level, step / spe)
-
-    def _save_rewind_point(self, level: int, step: int, state: train.TrainState) -> None:
-        """Saves the rewind point when level 0 reaches it (at its start for rewind "0")."""
-        if level == 0 and step == self.exp.rewind_step and step not in self.ckpt.rewind.all_steps():
-            self.ckpt.save_rewind(step, state)
-
-    def _resumable(self, level: int, step: int) -> None:
-        """Tells the signal watchdog where the run would resume if it ended the process."""
-        if self.stop is not None:
-            self.stop.where = (f"during level {level}; nothing saved was lost: the same command "
-                               f"resumes the run from level {level}, step {step}")
 
     def _record(self, level: int, state: train.TrainState, seconds: dict[str, float],
                 resumed: bool = False) -> None:
@@ -387,27 +416,21 @@ class Run:
         them when a level is retrained after its unreadable checkpoint was deleted (training is
         deterministic, so the rows kept are the ones it would write).
         """
-        have = {row["replicate"] for row in self.dir.read_rows() if row["level"] == level}
-        replicates = [r for r in range(self.exp.replicates) if r not in have]
-        if not replicates:
-            return
-        rows = evaluation.level_rows(self.exp, state, level, replicates, self.diverged, seconds)
-        if self.primary:
-            self.dir.append_rows(rows)
-        _barrier(f"rows {level}")
-        self.progress.level_line(level, rows, sum(seconds.values()) + rows[0]["time_eval_s"])
-        if not resumed:
-            self.progress.level_end(level, rows, seconds.get("train", 0.0))
-        self._summarise(finished=False)
+        replicates = evaluation.missing_replicates(self.exp, self.dir.read_rows(), level)
+        if rows := evaluation.level_rows(self.exp, state, level, replicates, self.diverged,
+                                         seconds):
+            if self.primary:
+                self.dir.append_rows(rows)
+            _barrier(f"rows {level}")
+            self.progress.level_done(level, rows, seconds, resumed)
+            self._summarise(finished=False)
 
     def _summarise(self, finished: bool) -> dict[str, Any]:
         """Writes summary.json (see :func:`imp_jax.analysis.summarise`) and returns it."""
         summary = analysis.summarise(self.dir.read_rows(),
                                      num_bins=self.exp.config.eval.num_bins, finished=finished)
-        if self.primary and summary != read_json(self.dir.summary):
-            write_json(self.dir.summary, summary)
-            if finished:
-                self.progress.finished()
+        if self.primary and self.dir.write_summary(summary) and finished:
+            self.progress.finished()
         return summary
 
 

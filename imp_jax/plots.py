@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from imp_jax import analysis, drawing, mixtures, tasks
+from imp_jax import analysis, drawing, mixtures
 from imp_jax import metrics as metrics_lib
 
 if TYPE_CHECKING:
@@ -360,7 +360,7 @@ def write_run_plots(run: imp.Run) -> list[Path]:
                          ds.y_test, out, noisy_labels=ds.y_test_noisy, num_bins=num_bins)
     if run.exp.fresh is None:
         return paths
-    task = tasks.get(config.data.name)
+    task = run.exp.task
     nu, dim, noise = config.data.mixture_nu, config.data.mixture_dim, config.data.label_noise
     t, line, ticks = profile_line(task.mixture, nu, dim)
     paths += mixture_profile(

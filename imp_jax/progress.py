@@ -97,8 +97,11 @@ class Progress:
                    config.log.every_seconds, status=status, writers=writers,
                    num_bins=config.eval.num_bins)
 
-    def start_level(self, level: int, epoch: int) -> None:
-        """Level ``level`` starts (or resumes) training at ``epoch``."""
+    def start_level(self, level: int, epoch: int, last_level: int | None = None) -> None:
+        """Level ``level`` starts (or resumes) training at ``epoch``; ``last_level``: the run's
+        last level, as now known."""
+        if last_level is not None:
+            self.last_level = last_level
         # Every level runs the same compiled steps: the last level's rate holds until this
         # level's own is measured.
         self._previous_rate = self._level_rate or self._previous_rate
@@ -178,6 +181,15 @@ class Progress:
                                    (m.format(b=self.num_bins) for m in LEVEL_METRICS)
                                    if name in row and math.isfinite(float(row[name]))})
         self.write_status(level, self.epochs, finished_level=True)
+
+    def level_done(self, level: int, rows: Sequence[Mapping[str, Any]],
+                   seconds: Mapping[str, float], resumed: bool = False) -> None:
+        """``level`` has its rows: its line, then (unless its rows are only ``resumed``, written
+        for a level a previous process finished) its curves and status. ``seconds``: its time
+        by step."""
+        self.level_line(level, rows, sum(seconds.values()) + rows[0]["time_eval_s"])
+        if not resumed:
+            self.level_end(level, rows, seconds.get("train", 0.0))
 
     def stopped(self, state: str, level: int | None = None, epoch: float | None = None) -> None:
         """The run stopped (``state``: "interrupted" after SIGTERM/SIGINT, at ``level`` and

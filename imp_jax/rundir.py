@@ -291,6 +291,13 @@ class RunDir:
                                                for r in unique))
         return unique, repaired
 
+    def write_summary(self, summary: dict[str, Any]) -> bool:
+        """Rewrites ``summary.json`` unless it already holds ``summary``; returns whether it
+        changed."""
+        if summary == read_json(self.summary):
+            return False
+        return write_json(self.summary, summary)
+
     def append_rows(self, rows: list[dict[str, Any]]) -> None:
         """Appends rows as JSON lines in one write, then fsyncs.
 

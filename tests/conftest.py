@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# One persistent XLA compilation cache for the session, its xdist workers and every process they
+# start (set before JAX is imported, and inherited): the suite's many runs compile the same
+# small programs, and a hit loads the executable XLA compiled for the first one.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="imp_jax_tests_xla_")
+    atexit.register(shutil.rmtree, _XLA_CACHE, True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 from imp_jax import data
 
@@ -16,14 +31,26 @@ MNIST_ARCHIVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" 
 def mnist_tfds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``data_dir`` and ``manual_dir`` keywords for loading the real MNIST offline.
 
-    MNIST is prepared in the data_dir once for the whole session (about 30 s, with TensorFlow),
-    so loads only read its cached arrays (without TensorFlow).
+    MNIST is prepared in the data_dir once for the whole session and all its xdist workers
+    (about 30 s, with TensorFlow), so loads only read its cached arrays (without TensorFlow).
     """
     if not MNIST_ARCHIVES.is_dir():
         pytest.skip(f"the MNIST archives are not at {MNIST_ARCHIVES}")
-    keywords = {"data_dir": tmp_path_factory.mktemp("tfds"), "manual_dir": MNIST_ARCHIVES}
-    data.load_tfds("mnist", **keywords)
+    keywords = {"data_dir": session_dir(tmp_path_factory, "tfds"), "manual_dir": MNIST_ARCHIVES}
+    with open(keywords["data_dir"].with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker prepares it; the others wait
+        data.load_tfds("mnist", **keywords)
     return keywords
+
+
+def session_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder of the whole session: shared by its xdist workers (whose temporary folders
+    have one parent per session), else the session's own."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return tmp_path_factory.mktemp(name)
+    path = tmp_path_factory.getbasetemp().parent / name
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -136,7 +136,7 @@ def test_subset_and_validation_split_are_disjoint_parts_of_the_training_set():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "cifar7"}, "unknown dataset"),
+        ({"task": "cifar7"}, "unknown dataset"),
         ({"mixture_nu": None}, "mixture_nu"),
         ({"label_noise": 1.2}, "label_noise"),
         ({"train_subset": 10_001}, "10000 training examples"),
@@ -147,7 +147,7 @@ def test_subset_and_validation_split_are_disjoint_parts_of_the_training_set():
     ],
 )
 def test_load_dataset_bad_input(kwargs, message):
-    settings = {"name": "mixture_xor", "key": KEY, "mixture_nu": 1.0, "mixture_dim": 10}
+    settings = {"task": "mixture_xor", "key": KEY, "mixture_nu": 1.0, "mixture_dim": 10}
     with pytest.raises(ValueError, match=message):
         data.load_dataset(**(settings | kwargs))
 
