@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 import jax
 from absl import flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from imp_jax import cluster, imp, logs, report, signals
 from imp_jax import config as config_lib
@@ -18,6 +20,34 @@ from imp_jax.rundir import RunDirError
 # The failures a user can act on, each printed as one ``error:`` line (exit status 2).
 USER_ERRORS = (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError,
                report.ReportError, cluster.LaunchError)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerFlags:
+    """``--launcher``, ``--workers`` and ``--slurm``: the points as submitit worker jobs."""
+
+    launcher: flags.FlagHolder
+    workers: flags.FlagHolder
+    slurm: flags.FlagHolder
+
+    def launch(self) -> dict[str, Any]:
+        """The keywords of :func:`imp_jax.cluster.launch` they give."""
+        return {"launcher": self.launcher.value, "workers": self.workers.value,
+                "slurm": self.slurm.value}
+
+
+def define_worker_flags(default: str, workers: str) -> WorkerFlags:
+    """Defines the worker flags; ``default`` says what runs the points without ``--launcher``,
+    ``workers`` how many jobs ``--workers`` counts."""
+    return WorkerFlags(
+        flags.DEFINE_enum("launcher", None, list(cluster.LAUNCHERS), "Run the points as "
+                          "--workers submitit jobs: on SLURM (submit and return) or as "
+                          f"processes here (and wait). Default: {default}."),
+        flags.DEFINE_integer("workers", 1, f"How many worker jobs --launcher starts{workers}."),
+        config_flags.DEFINE_config_dict(
+            "slurm", cluster.slurm_config(), "SLURM settings of the worker jobs, as "
+            "--slurm.partition=gpu --slurm.gpus_per_node=1 --slurm.timeout_min=1440 (see "
+            "imp_jax/cluster.py)."))
 
 
 def setup_logging() -> None:

@@ -23,11 +23,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from configs import reproduce as scales
 from experiments import cli
-from imp_jax import cluster, imp
+from imp_jax import imp
 from imp_jax import reproduce as reproduce_lib
 from imp_jax import sweep as sweep_lib
 from imp_jax.config import ConfigError
@@ -42,13 +41,7 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: report wh
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "tensorflow-datasets data_dir for every dataset.")
 _MNIST = flags.DEFINE_string("mnist_manual_dir", "", "Directory of the MNIST archives.")
 _CIFAR = flags.DEFINE_string("cifar10_manual_dir", "", "Directory of the CIFAR-10 archive.")
-_LAUNCHER = flags.DEFINE_enum("launcher", None, list(cluster.LAUNCHERS), "Run the points as "
-                              "--workers submitit jobs: on SLURM (submit and return) or as "
-                              "processes here (and wait). Default: this process.")
-_WORKERS = flags.DEFINE_integer("workers", 1, "How many worker jobs --launcher starts per sweep.")
-_SLURM = config_flags.DEFINE_config_dict(
-    "slurm", cluster.slurm_config(), "SLURM settings of the worker jobs, as for "
-    "experiments.sweep (see imp_jax/cluster.py).")
+_JOBS = cli.define_worker_flags("this process", " per sweep")
 
 
 def claims() -> list[str]:
@@ -86,7 +79,7 @@ def main(argv: list[str]) -> int:
             for s in sweeps:
                 sweep_lib.check_sweep_dir(out / s.key, s.config, sweep_lib.points(s.config))
         finished = not _REPORT_ONLY.value and reproduce_lib.run(
-            sweeps, out, launcher=_LAUNCHER.value, workers=_WORKERS.value, slurm=_SLURM.value)
+            sweeps, out, **_JOBS.launch())
         tables = reproduce_lib.claim_tables(sweeps, out, chosen)
         progress = reproduce_lib.progress_line(sweeps, out)
         path = reproduce_lib.write_report(tables, out, scale=scale, progress=progress)
@@ -102,4 +95,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _SLURM))
+    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _JOBS.slurm))

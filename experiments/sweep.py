@@ -50,13 +50,7 @@ _PRINT = flags.DEFINE_bool("print_config", False, "Print the resolved sweep conf
                            "writing.")
 _STATUS = flags.DEFINE_bool("status", False, "Print where every point stands (finished, running "
                             "with its level and epoch, unfinished, not started); write nothing.")
-_LAUNCHER = flags.DEFINE_enum("launcher", None, list(cluster.LAUNCHERS), "Run the points as "
-                              "--workers submitit jobs: on SLURM (submit and return) or as "
-                              "processes here (and wait). Default: this process is one worker.")
-_WORKERS = flags.DEFINE_integer("workers", 1, "How many worker jobs --launcher starts.")
-_SLURM = config_flags.DEFINE_config_dict(
-    "slurm", cluster.slurm_config(), "SLURM settings of the worker jobs, as --slurm.partition=gpu "
-    "--slurm.gpus_per_node=1 --slurm.timeout_min=1440 (see imp_jax/cluster.py).")
+_JOBS = cli.define_worker_flags("this process is one worker", "")
 flags.mark_flags_as_required(["config"])
 
 
@@ -73,12 +67,11 @@ def print_plan(config, sweep_dir: str) -> None:
 
 def work(config, sweep_dir: str) -> bool:
     """Runs the sweep here, or through the launcher; whether every point is now finished."""
-    if _LAUNCHER.value is None:
+    if _JOBS.launcher.value is None:
         sweep_lib.run_sweep(config, sweep_dir)
     else:
-        jobs = cluster.launch(config, sweep_dir, launcher=_LAUNCHER.value,
-                              workers=_WORKERS.value, slurm=_SLURM.value)
-        if _LAUNCHER.value == "slurm":
+        jobs = cluster.launch(config, sweep_dir, **_JOBS.launch())
+        if _JOBS.launcher.value == "slurm":
             same = " ".join(shlex.quote(a) for a in sys.argv[1:] if a.startswith("--config"))
             print(f"submitted; follow the sweep with: python -m experiments.sweep {same} "
                   f"--sweep_dir={sweep_dir} --status")

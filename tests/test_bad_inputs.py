@@ -27,9 +27,6 @@ from imp_jax import soak
 from tests.conftest import MNIST_ARCHIVES
 from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
-# All on one xdist worker (--dist loadgroup), so that its cases run once, side by side.
-pytestmark = pytest.mark.xdist_group("bad_inputs")
-
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE,
            "--config.checkpoint.every_epochs=1"]
 LAST = 3  # the tiny run's last level (the smoke config's imp.levels)

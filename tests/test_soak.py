@@ -13,9 +13,6 @@ import pytest
 from imp_jax import soak
 from tests.test_run_cli import ROOT, TINY_MIXTURE
 
-# All on one xdist worker (--dist loadgroup), so that its module fixture is built once.
-pytestmark = pytest.mark.xdist_group("soak")
-
 CONFIG = [f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE]
 
 
