@@ -55,11 +55,11 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny run of the mixture smoke config (4 levels, 2 replicates), made once for
-    the whole session through the command line in its default run directory
-    (``runs/mixture_linear_smoke-<hash>`` under a fresh working directory). Tests may rerun it
-    (which appends to its log) or draw its figures; a test that changes anything else works
-    on a copy."""
+    """A finished tiny run of the mixture smoke config (4 levels, 2 replicates, a checkpoint every
+    epoch), made once for the whole session through the command line in its default run
+    directory (``runs/mixture_linear_smoke-<hash>`` under a fresh working directory). Tests may
+    rerun it (which appends to its log) or draw its figures; a test that changes anything else
+    works on a copy."""
     from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
     cwd = tmp_path_factory.mktemp("tiny_run")

@@ -2,7 +2,7 @@
 leaves an existing run as it was; a torn metrics line and an unreadable in-level checkpoint are
 recovered from instead.
 
-The run directories are copies of one tiny finished run made once per module. "Disk full" is
+The run directories are copies of the session's tiny finished run. "Disk full" is
 simulated in two ways that fail even for root (whom ``chmod`` does not stop): a run directory
 whose path runs through a regular file (ENOTDIR), and a file-size limit (``RLIMIT_FSIZE``, which
 root is subject to; Python then gets EFBIG) that a metrics append crosses in the middle of a run.
@@ -27,8 +27,7 @@ from imp_jax import soak
 from tests.conftest import MNIST_ARCHIVES
 from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
-MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE,
-           "--config.checkpoint.every_epochs=1"]
+MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
 LAST = 3  # the tiny run's last level (the smoke config's imp.levels)
 PROGRESS = LAST * (3 * 5 + 1) + 10  # its last in-level checkpoint: level 3, step 10 of 15
 # Runs experiments.run under a resource limit: python -c LIMITED RLIMIT_NAME VALUE ARGS... (set
@@ -36,15 +35,6 @@ PROGRESS = LAST * (3 * 5 + 1) + 10  # its last in-level checkpoint: level 3, ste
 LIMITED = ("import os, resource, sys; limit = getattr(resource, sys.argv.pop(1)); "
            "n = int(sys.argv.pop(1)); resource.setrlimit(limit, (n, n)); "
            "os.execv(sys.executable, [sys.executable, '-m', 'experiments.run', *sys.argv[1:]])")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny mixture run (levels 0-3, 2 replicates, a checkpoint every epoch)."""
-    workdir = tmp_path_factory.mktemp("tiny") / "run"
-    out = run_cli(*MIXTURE, f"--workdir={workdir}")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return workdir
 
 
 # What every start of a trainer changes: its lock, its log and where it stands.
@@ -296,10 +286,10 @@ class Outcome:
     out: subprocess.CompletedProcess
 
 
-def _run_case(case: Case, tiny_run: Path, workdir: Path) -> Outcome:
+def _run_case(case: Case, tiny_finished_run: Path, workdir: Path) -> Outcome:
     before = {}
     if case.breaks:
-        shutil.copytree(tiny_run, workdir)
+        shutil.copytree(tiny_finished_run, workdir)
         case.breaks(workdir)
         before = digests(workdir)
     if case.prepare:
@@ -311,19 +301,18 @@ def _run_case(case: Case, tiny_run: Path, workdir: Path) -> Outcome:
     if not any(f.startswith("--workdir=") for f in flags):
         flags.append(f"--workdir={workdir}")
     extra = TINY_MIXTURE if case.config.startswith("--config=configs/mixture") else []
-    out = run_cli(case.config.format(workdir=workdir), *extra,
-                  "--config.checkpoint.every_epochs=1", *flags)
+    out = run_cli(case.config.format(workdir=workdir), *extra, *flags)
     return Outcome(workdir, before, out)
 
 
 @pytest.fixture(scope="module")
-def outcomes(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
+def outcomes(tiny_finished_run: Path, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[dict[str, Future[Outcome]]]:
     """Every case of the table, run side by side: they are independent processes that spend
     most of their time starting up."""
     root = tmp_path_factory.mktemp("cases")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        yield {c.name: pool.submit(_run_case, c, tiny_run, root / c.name / "run")
+        yield {c.name: pool.submit(_run_case, c, tiny_finished_run, root / c.name / "run")
                for c in CASES}
 
 
@@ -345,33 +334,34 @@ def test_there_are_at_least_twenty_bad_inputs() -> None:
 # -- recovering --------------------------------------------------------------------------------
 
 
-def test_truncated_last_row_is_rewritten(tiny_run: Path, tmp_path: Path) -> None:
+def test_truncated_last_row_is_rewritten(tiny_finished_run: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "run"
-    shutil.copytree(tiny_run, workdir)
+    shutil.copytree(tiny_finished_run, workdir)
     text = (workdir / "metrics.jsonl").read_text()
     (workdir / "metrics.jsonl").write_text(text[: len(text) - 200])  # replicate 1 of level 3
     out = run_cli(*MIXTURE, f"--workdir={workdir}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "dropping a truncated last line" in out.stderr
-    assert without_timing(rows(workdir)) == without_timing(rows(tiny_run))
+    assert without_timing(rows(workdir)) == without_timing(rows(tiny_finished_run))
 
 
-def test_unreadable_progress_checkpoint_restarts_the_level(tiny_run: Path,
+def test_unreadable_progress_checkpoint_restarts_the_level(tiny_finished_run: Path,
                                                            tmp_path: Path) -> None:
     workdir = tmp_path / "run"
-    shutil.copytree(tiny_run, workdir)
+    shutil.copytree(tiny_finished_run, workdir)
     _unfinish(workdir)
     _corrupt(f"checkpoints/progress/{PROGRESS}/state/d/*", "garbage")(workdir)
     out = run_cli(*MIXTURE, f"--workdir={workdir}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert (f"checkpoint {workdir}/checkpoints/progress/{PROGRESS} is unreadable" in out.stderr
             and f"restarting level {LAST} from its beginning" in out.stderr)
-    assert soak.compare(tiny_run, workdir).ok  # the same rows, masks and params
+    assert soak.compare(tiny_finished_run, workdir).ok  # the same rows, masks and params
 
 
-def test_following_the_advice_for_an_unreadable_level(tiny_run: Path, tmp_path: Path) -> None:
+def test_following_the_advice_for_an_unreadable_level(tiny_finished_run: Path,
+                                                       tmp_path: Path) -> None:
     workdir = tmp_path / "run"
-    shutil.copytree(tiny_run, workdir)
+    shutil.copytree(tiny_finished_run, workdir)
     _corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate")(workdir)
     line = error_line(run_cli(*MIXTURE, f"--workdir={workdir}"))
     assert line.endswith("delete that directory (for level 0, checkpoints/rewind too) and run "
@@ -379,13 +369,15 @@ def test_following_the_advice_for_an_unreadable_level(tiny_run: Path, tmp_path: 
     shutil.rmtree(workdir / "checkpoints" / "levels" / str(LAST))
     out = run_cli(*MIXTURE, f"--workdir={workdir}")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert rows(workdir) == rows(tiny_run)  # kept, not written again
-    assert soak.compare(tiny_run, workdir).ok  # the level retrained to the same masks and params
+    assert rows(workdir) == rows(tiny_finished_run)  # kept, not written again
+    # The level retrained to the same masks and params.
+    assert soak.compare(tiny_finished_run, workdir).ok
 
 
-def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_run: Path, tmp_path: Path) -> None:
+def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_finished_run: Path,
+                                                      tmp_path: Path) -> None:
     workdir = tmp_path / "run"
-    shutil.copytree(tiny_run, workdir)
+    shutil.copytree(tiny_finished_run, workdir)
     size = (workdir / "metrics.jsonl").stat().st_size
     # Extending the run to level 4: checkpoints and summary.json fit, but the rows of level 4
     # cross the limit after 300 bytes, leaving a torn line.
@@ -396,12 +388,12 @@ def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_run: Path, tmp_path: 
     assert (f"error: cannot write {workdir}/metrics.jsonl: [Errno 27] File too large"
             in error_line(out))
     assert (workdir / "metrics.jsonl").read_text()[:size] == (
-        tiny_run / "metrics.jsonl").read_text()
+        tiny_finished_run / "metrics.jsonl").read_text()
     assert (workdir / "checkpoints" / "levels" / "4").is_dir()
     out = run_cli(*args)
     assert out.returncode == 0, out.stderr[-3000:]
     got = rows(workdir)
-    assert got[:8] == rows(tiny_run)
+    assert got[:8] == rows(tiny_finished_run)
     assert [(r["level"], r["replicate"]) for r in got[8:]] == [(4, 0), (4, 1)]
 
 

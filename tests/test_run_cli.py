@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_MIXTURE = ["--config.data.mixture_dim=10", "--config.data.mixture_train=500",
                 "--config.data.mixture_test=300", "--config.model.hidden=(8,)",
                 "--config.train.epochs=3", "--config.train.batch_size=100",
-                "--config.eval.fresh_points=2000"]
+                "--config.eval.fresh_points=2000", "--config.checkpoint.every_epochs=1"]
 
 
 def run_cli(*args, cwd=ROOT, module="experiments.run"):
