@@ -25,10 +25,12 @@ REQUIRED_METRICS = ("test_error", "test_nll", "test_ece_{b}", "test_noisy_ece_{b
                     "test_overconfidence")
 OPTIONAL_METRICS = ("train_error", "test_brier", "test_mean_confidence", "test_noisy_nll",
                     "test_noisy_overconfidence", "val_error", "true_abs_error", "true_kl",
-                    "true_noisy_abs_error", "true_noisy_kl", "fresh_ece_{b}")
+                    "true_abs_error_max", "true_abs_error_q99", "true_noisy_abs_error",
+                    "true_noisy_kl", "fresh_ece_{b}", "fresh_overconfidence")
 STATUS_NOT_PASSED = "minimum not yet reached"
 STATUS_PASSED = "minimum passed"
 STATUS_COLLAPSED = "collapsed"
+STATUS_NONE = "no sparse minimum: pruning only hurt"
 
 
 def _by_level(rows: Iterable[Row]) -> dict[int, list[Row]]:
@@ -97,12 +99,15 @@ class SparseMinimum:
       peak: the top of the rise the second descent falls from; None if the error fell from the
         dense network at once (no rise, by more than the tolerance, before the fall).
       lowest: the lowest error of the whole curve (the dense network for wide ones).
+      only_hurt: the error never fell and rose after its lowest level: there is no best pruned
+        model, and pruning on will not make one.
     """
 
     best: int | None
     candidate: int
     peak: int | None
     lowest: int
+    only_hurt: bool = False
 
 
 def _tolerance(std: np.ndarray, i: int, j: int, floor: float) -> float:
@@ -120,8 +125,9 @@ def sparse_minimum(mean: Sequence[float], std: Sequence[float] | None = None, *,
     spread per level, zeros when None); the dense level itself when pruning helped at once. The
     best pruned model is the lowest level after the peak (the earliest on ties). Where no
     level is followed by such a fall, the curve only rises or is flat: the lowest level is the
-    candidate. A candidate is named the best only once a later level is worse by more than the
-    tolerance; before that the minimum is not yet reached.
+    candidate, and there is no best pruned model (the dense network never is one). A candidate
+    is named the best only once a later level is worse by more than the tolerance; before that
+    the minimum is not yet reached.
 
     On the shapes of the study: a wide network (dense lowest, a rise to a peak, a second descent
     to a minimum above the dense error, the collapse) gives that minimum, not the dense network;
@@ -148,8 +154,10 @@ def sparse_minimum(mean: Sequence[float], std: Sequence[float] | None = None, *,
     peak = top if top and e[top] - e[before] > _tolerance(s, before, top, floor) else None
     rises = [k for k in range(candidate + 1, e.size)
              if e[k] - e[candidate] > _tolerance(s, candidate, k, floor)]
-    return SparseMinimum(best=candidate if rises else None, candidate=candidate, peak=peak,
-                         lowest=lowest)
+    # Without a fall the curve only rises (or is flat): pruning only hurt, and the dense
+    # network is never the best pruned model, so there is none.
+    return SparseMinimum(best=candidate if rises and drops else None, candidate=candidate,
+                         peak=peak, lowest=lowest, only_hurt=bool(rises) and not drops)
 
 
 def best_level(rows: Iterable[Row], select: str = "test") -> int | None:
@@ -199,7 +207,7 @@ def sdd_landmarks(rows: Iterable[Row], metric: str = "test_error") -> dict[str, 
       ``e_i - e_{i-1} > 0`` (``rule: "largest_rise"``); None while the minimum is not reached;
     * ``passed_minimum``: whether the minimum is reached;
     * ``status``: ``"minimum not yet reached"``, ``"collapsed"`` (a later level is worse than
-      the dense model), or ``"minimum passed"``;
+      the dense model), ``"minimum passed"``, or :data:`STATUS_NONE` (the error only rose);
     * ``tolerance``: how large a rise or fall must be to count (see :data:`TOLERANCE_FLOOR`).
 
     Each landmark is ``{"level", "remaining_weights", "value"}`` (value = mean ``metric``);
@@ -218,7 +226,7 @@ def sdd_landmarks(rows: Iterable[Row], metric: str = "test_error") -> dict[str, 
         else:
             i_rise = max(after, key=lambda i: e[i] - e[i - 1])
             collapse = {**_point(curve, i_rise), "rule": "largest_rise"}
-    status = (STATUS_NOT_PASSED if found.best is None else
+    status = (STATUS_NONE if found.only_hurt else STATUS_NOT_PASSED if found.best is None else
               STATUS_COLLAPSED if exceeding else STATUS_PASSED)
     return {"metric": metric, "status": status, "passed_minimum": found.best is not None,
             "dense": _point(curve, 0), "peak": _point(curve, found.peak),

@@ -108,10 +108,17 @@ def test_landmarks_collapse_by_largest_rise_when_never_worse_than_dense():
     assert flat["status"] == "minimum not yet reached" and flat["peak"] is None
 
 
-def test_landmarks_on_another_metric_and_minimum_at_the_dense_level():
+def test_the_dense_network_is_never_the_best_pruned_model():
     marks = analysis.sdd_landmarks(make_rows([0.1, 0.2, 0.3]), metric="test_error")
-    assert marks["minimum"]["level"] == 0 and marks["peak"] is None
-    assert marks["collapse"]["level"] == 1
+    assert marks["minimum"] is None and marks["peak"] is None and marks["collapse"] is None
+    assert marks["status"] == analysis.STATUS_NONE and marks["lowest"]["level"] == 0
+    # Flat within the tolerance, then a rise: still pruning only hurt.
+    found = analysis.sparse_minimum([0.10, 0.101, 0.102, 0.20])
+    assert found.best is None and found.only_hurt
+    assert analysis.best_level(make_rows([0.10, 0.101, 0.102, 0.20])) is None
+
+
+def test_landmarks_on_another_metric():
     nll = analysis.sdd_landmarks(make_rows([0.1, 0.2, 0.3], test_nll=[0.9, 0.4, 0.5]),
                                  metric="test_nll")
     assert nll["metric"] == "test_nll" and nll["minimum"]["level"] == 1
