@@ -232,13 +232,18 @@ def confidence_histogram(probs: jax.Array, num_bins: int = 15) -> jax.Array:
     return jax.ops.segment_sum(jnp.ones_like(bins), bins, num_segments=num_bins)
 
 
-def mean_abs_prob_error(probs: jax.Array, p_true: jax.Array) -> jax.Array:
-    """Mean total-variation distance 0.5 * sum_k |p_model - p_true| between (n, K) distributions.
+def abs_prob_errors(probs: jax.Array, p_true: jax.Array) -> jax.Array:
+    """Per-example total-variation distance 0.5 * sum_k |p_model - p_true|: shape (n,).
 
-    For K = 2 this is the mean of |p_model(y=1|x) - p_true(y=1|x)|.
+    For K = 2 this is |p_model(y=1|x) - p_true(y=1|x)|.
     """
     diff = _as_float(probs) - _as_float(p_true)
-    return jnp.mean(0.5 * jnp.sum(jnp.abs(diff), axis=-1))
+    return 0.5 * jnp.sum(jnp.abs(diff), axis=-1)
+
+
+def mean_abs_prob_error(probs: jax.Array, p_true: jax.Array) -> jax.Array:
+    """Mean of :func:`abs_prob_errors` over examples."""
+    return jnp.mean(abs_prob_errors(probs, p_true))
 
 
 def kl_true_model(p_true: jax.Array, probs: jax.Array) -> jax.Array:
