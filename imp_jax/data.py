@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -239,6 +241,24 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | Path | None) -
                  builder.data_dir)
 
 
+@contextlib.contextmanager
+def _preparing(builder: tfds.core.DatasetBuilder) -> Iterator[None]:
+    """Holds the exclusive lock of preparing ``builder``'s dataset in its data_dir, waiting for
+    another process that holds it: tfds' preparation is not safe to run twice at once (the
+    second renames its files onto the first's and fails)."""
+    root = Path(builder.data_dir).parents[1]  # <data_dir>/<name>/<version>
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".{builder.name}-{builder.version}.imp_jax.lock"
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.info("waiting for another process preparing %s in %s ...", builder.name,
+                         root)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
 def _read_tfds(builder: tfds.core.DatasetBuilder) -> dict[str, np.ndarray]:
     """The train and test splits read from tfds' files (or its mock data), with TensorFlow."""
     import tensorflow_datasets as tfds  # already imported by load_tfds
@@ -330,7 +350,11 @@ def load_tfds(
     arrays = _read_cache(cache, builder.info.full_name) if builder.is_prepared() else None
     if arrays is None:
         if not builder.is_prepared():
-            _prepare(builder, manual_dir)
+            with _preparing(builder):
+                # Another process may have prepared it while this one waited for the lock.
+                builder = tfds.builder(name, data_dir=data_dir)
+                if not builder.is_prepared():
+                    _prepare(builder, manual_dir)
         arrays = _read_tfds(builder)
         # tfds' mock data (tfds.testing.mock_data) is never prepared, so never cached.
         if builder.is_prepared():
