@@ -196,6 +196,10 @@ FIELDS: dict[str, Field] = {
                                       "'10ep': after 10 epochs"),
     "imp.min_weights": Field(0, _int_in(0), "stop before a level would keep fewer prunable "
                                             "weights", identity=False),
+    "imp.stop_after_minimum": Field(0, _int_in(0), "stop this many levels past the best "
+                                                   "pruned model of the mean test error (0 = "
+                                                   "prune on to imp.levels / imp.min_weights)",
+                                    identity=False),
     "imp.reinit": Field(False, _is_bool, "control: train each pruned mask from a fresh random "
                                          "initialisation"),
     "checkpoint.every_epochs": Field(10, _int_in(0), "in-level checkpoints (0 = at the end of "

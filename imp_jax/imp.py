@@ -315,7 +315,8 @@ class Run:
         """IMP: train level 0; then prune, rewind and retrain, level after level."""
         done = self._repair()
         state = self.restore_level(done[-1]) if done else None
-        if done and (reason := next_level_stop(self.exp, done[-1], state.masks)):
+        if done and (reason := next_level_stop(self.exp, done[-1], state.masks)
+                     or self._past_minimum()):
             log.info("run in %s is finished (%s): %d levels", self.dir.root, reason, len(done))
             return self._summarise(finished=True)
         level = done[-1] + 1 if done else 0
@@ -326,10 +327,23 @@ class Run:
             with timer.timed("checkpoint"):
                 self.ckpt.save_level(level, state)
             self._record(level, state, timer.seconds)
-            if reason := next_level_stop(self.exp, level, state.masks):
+            if reason := next_level_stop(self.exp, level, state.masks) or self._past_minimum():
                 log.info("stopping: %s", reason)
                 return self._summarise(finished=True)
             level += 1
+
+    def _past_minimum(self) -> str | None:
+        """Why the run stops here under ``imp.stop_after_minimum``, or None: the rows' mean
+        test error has its best pruned model that many levels back."""
+        after = self.exp.config.imp.stop_after_minimum
+        if not after:
+            return None
+        curve = analysis.level_curve(self.dir.read_rows(), "test_error")
+        best = analysis.sparse_minimum(curve["mean"], curve["std"]).best
+        if best is None or len(curve["level"]) - 1 - best < after:
+            return None
+        return (f"{after} level(s) past the best pruned model (level {curve['level'][best]}; "
+                f"imp.stop_after_minimum={after})")
 
     def _repair(self) -> list[int]:
         """Before the loop: the finished levels, their rows deduplicated and completed (a kill
@@ -450,7 +464,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> str:
     done = summary.get("levels_done", 0) if isinstance(summary, dict) else 0
     stored = rundir.stored_config()
     if done and summary.get("finished") and all(stored.imp[k] == config.imp[k]
-                                                for k in ("levels", "min_weights")):
+                                                for k in ("levels", "min_weights",
+                                                          "stop_after_minimum")):
         return f"is finished ({done} levels): running it again changes nothing"
     point = None
     if rundir.checkpoints.is_dir():
