@@ -8,14 +8,19 @@ it feeds, so the cuts are stated where the numbers are.
 * ``smoke`` (about two minutes; the end-to-end test): P in {50, 300} of both MNIST networks with
   the sweeps' smoke variants (2 000 training examples, 2 epochs, 2 levels, 2 replicates) and the
   mixture nu sweeps' smoke variants (two nu each, P=20, 20 epochs, 3 levels).
-* ``cpu`` (about an hour on 2 CPU cores): the MNIST networks with 10 000 training examples, 60
-  epochs a level, 2 replicates and the study's 20% pruned per level; the two-layer network at P
-  in {50, 100, 300} with its output layer pruned too (with 10 000 examples its sparse minimum
-  lies below the 10 P weights of a kept output layer, where its path would stop), the
-  three-layer one at P in {50, 100, 300, 1000}; P >= 2000 and the two-layer P=1000 are left out
-  (a two-layer P=1000 path to its minimum alone takes about an hour here); the mixture nu
-  sweeps' cpu variants (every nu, P=200, 100 epochs of batch 128, 2 replicates, 36% pruned per
-  level).
+* ``cpu`` (about two hours on 2 CPU cores with ``--launcher=local --workers=2``; every claim
+  decided): every path stops two levels past its best pruned model
+  (``imp.stop_after_minimum``) rather than at a fixed floor.
+  - Claims 1, 2 and 5: the two-layer MNIST network at P in {50, 100, 300}, the three-layer one
+    at P in {50, 300, 1000}, with 10 000 training examples, 60 epochs a level, 2 replicates and
+    the study's 20% pruned per level; the two-layer network prunes its output layer too (with
+    10 000 examples its sparse minimum lies below the 10 P weights of a kept output layer).
+  - Claim 4: linear nu=0.2 and XOR nu=0.6 at the paper's own schedule (P=500, 1000 epochs of
+    batch 1024, 3 replicates, 100 000 fresh points), on a 36% grid (every other level of the
+    study's 20% one), so the full network memorises as in the paper.
+  - Claim 3: linear and XOR at nu 0.7 and 1.0 on the study's 20% grid (the ratio of their
+    effective parameters is judged within the grid's step), at P=200 and 100 epochs of batch
+    128 (about the study's number of SGD steps at an eighth of the compute), 3 replicates.
 * ``full``: the study's settings (3 replicates of MNIST at 120 epochs a level and every width,
   5 of each mixture at 1000 epochs, CIFAR-10's ResNet at 160 epochs).
 """
@@ -31,18 +36,29 @@ from imp_jax import sweep
 from imp_jax.reproduce import StudySweep
 
 SCALES = ("smoke", "cpu", "full")
-MNIST_CPU = {"data.train_subset": 10_000, "prune.fraction": 0.2}
+STOP = {"imp.stop_after_minimum": 2}
+MNIST_CPU = {"data.train_subset": 10_000, "prune.fraction": 0.2, **STOP}
 # The two-layer network prunes its output layer too (see the module docstring).
 MNIST2_CPU = {**MNIST_CPU, "sweep.width": (50, 100, 300), "prune.exclude": ()}
-MNIST3_CPU = {**MNIST_CPU, "sweep.width": (50, 100, 300, 1000)}
+MNIST3_CPU = {**MNIST_CPU, "sweep.width": (50, 300, 1000)}
+# Claim 4's setting at the paper's schedule; claim 3's nu (>= 0.7) on the 20% grid, cheaper.
+CLAIM3 = {"model.hidden": (200,), "train.epochs": 100, "train.batch_size": 128,
+          "prune.fraction": 0.2, "eval.fresh_points": 20_000}
+MIXTURE_CPU = {**STOP, "replicates": 3, "model.hidden": (500,), "train.epochs": 1000,
+               "train.batch_size": 1024, "prune.fraction": 0.36, "eval.fresh_points": 100_000,
+               "checkpoint.every_epochs": 100,
+               "sweep.overrides": tuple(("nu>=0.7", k, v) for k, v in CLAIM3.items())}
 # (directory, config module, the claims it feeds, {scale: fields on top of its variant}).
 SWEEPS: tuple[tuple[str, ModuleType, tuple[str, ...], dict[str, dict]], ...] = (
-    ("mnist_widths", mnist_widths, ("sdd", "widths", "calibration"),
-     {"smoke": {"sweep.width": (50, 300)}, "cpu": MNIST2_CPU}),
+    # The longest points first, so that workers sharing the study finish together.
+    ("mixture_nu", mixture_nu, ("mixtures", "uncertainty"),
+     {"smoke": {}, "cpu": {**MIXTURE_CPU, "sweep.nu": (0.2, 0.7, 1.0)}}),
+    ("mixture_xor_nu", mixture_xor_nu, ("mixtures", "uncertainty"),
+     {"smoke": {}, "cpu": {**MIXTURE_CPU, "sweep.nu": (0.6, 0.7, 1.0)}}),
     ("mnist3_widths", mnist3_widths, ("widths",),
      {"smoke": {"sweep.width": (50, 300)}, "cpu": MNIST3_CPU}),
-    ("mixture_nu", mixture_nu, ("mixtures", "uncertainty"), {"smoke": {}, "cpu": {}}),
-    ("mixture_xor_nu", mixture_xor_nu, ("mixtures", "uncertainty"), {"smoke": {}, "cpu": {}}),
+    ("mnist_widths", mnist_widths, ("sdd", "widths", "calibration"),
+     {"smoke": {"sweep.width": (50, 300)}, "cpu": MNIST2_CPU}),
     ("cifar10", cifar10_noise, ("calibration",), {}),  # at the full scale only
 )
 

@@ -70,26 +70,33 @@ def check_slurm(slurm: ml_collections.ConfigDict) -> None:
 
 
 class SweepWorker(submitit.helpers.Checkpointable):
-    """A job's work: run the sweep's points that no other worker holds (picklable).
+    """A job's work: run the points that no other worker holds, sweep after sweep (picklable).
 
-    As a ``Checkpointable``, submitit requeues it with the same arguments on preemption or
-    timeout; it then resumes its point from the point's last checkpoint.
+    Given several sweeps, a worker passes to the next one as soon as every point of the current
+    one is finished or held by another worker, so workers of a study share out all its points
+    rather than waiting for a sweep's slowest point. As a ``Checkpointable``, submitit requeues
+    it with the same arguments on preemption or timeout; it then resumes its point from the
+    point's last checkpoint.
     """
 
-    def __init__(self, sweep_config: ml_collections.ConfigDict, sweep_dir: str) -> None:
-        self.sweep_config = sweep_config
-        self.sweep_dir = sweep_dir
+    def __init__(self, sweep_config: ml_collections.ConfigDict, sweep_dir: str,
+                 more: tuple[tuple[ml_collections.ConfigDict, str], ...] = ()) -> None:
+        self.sweeps = ((sweep_config, sweep_dir), *more)
 
     def __call__(self, worker: int) -> list[str]:
         """Runs worker number ``worker``; returns the names of the points finished when it
-        stopped."""
+        stopped (``<sweep dir name>/<point>`` when it has several sweeps)."""
         logs.to_stderr()
-        log.info("worker %d on sweep %s", worker, self.sweep_dir)
-        sweep.run_sweep(self.sweep_config, self.sweep_dir)
-        statuses = sweep.sweep_status(self.sweep_config, self.sweep_dir)
-        finished = [s.name for s in statuses if s.state == "finished"]
+        finished, total = [], 0
+        for config, sweep_dir in self.sweeps:
+            log.info("worker %d on sweep %s", worker, sweep_dir)
+            sweep.run_sweep(config, sweep_dir)
+            statuses = sweep.sweep_status(config, sweep_dir)
+            prefix = f"{Path(sweep_dir).name}/" if len(self.sweeps) > 1 else ""
+            finished += [prefix + s.name for s in statuses if s.state == "finished"]
+            total += len(statuses)
         log.info("worker %d: nothing left for it; %d/%d points finished", worker, len(finished),
-                 len(statuses))
+                 total)
         return finished
 
 
@@ -110,7 +117,8 @@ def _parameters(launcher: str, slurm: ml_collections.ConfigDict, workers: int,
 
 
 def launch(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path, *, launcher: str,
-           workers: int, slurm: ml_collections.ConfigDict | None = None
+           workers: int, slurm: ml_collections.ConfigDict | None = None,
+           more: tuple[tuple[ml_collections.ConfigDict, str | Path], ...] = ()
            ) -> list[submitit.Job]:
     """Checks the sweep and claims ``sweep_dir``, then submits ``workers`` worker jobs.
 
@@ -120,10 +128,12 @@ def launch(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path, *, la
       launcher: ``"slurm"`` (a job array) or ``"local"`` (processes on this machine).
       workers: how many jobs.
       slurm: the SLURM settings (:func:`slurm_config`); ignored by ``"local"``.
+      more: further (sweep config, sweep directory) pairs the same workers run after the first
+        (see :class:`SweepWorker`); each is checked and claimed before anything is submitted.
 
     Raises:
       ConfigError: a bad sweep, launcher, worker count or SLURM setting; nothing submitted.
-      RunDirError: ``sweep_dir`` cannot hold the sweep.
+      RunDirError: a sweep directory cannot hold its sweep.
       LaunchError: the submission failed (e.g. no SLURM on this machine).
     """
     slurm = slurm or slurm_config()
@@ -132,13 +142,17 @@ def launch(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path, *, la
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: must be an integer >= 1, got {workers!r}")
     check_slurm(slurm)
-    root = Path(sweep_dir).resolve()
-    sweep.claim(root, sweep_config, sweep.points(sweep_config))
+    sweeps = [(c, Path(d).resolve()) for c, d in ((sweep_config, sweep_dir), *more)]
+    for config, root in sweeps:
+        sweep.claim(root, config, sweep.points(config))
+    root = sweeps[0][1]
     try:
         executor = submitit.AutoExecutor(folder=root / JOBS, cluster=launcher)
         executor.update_parameters(**_parameters(launcher, slurm, workers,
                                                  f"sweep-{sweep_config.name}"))
-        jobs = executor.map_array(SweepWorker(sweep_config, str(root)), range(workers))
+        worker = SweepWorker(sweep_config, str(root),
+                             tuple((c, str(d)) for c, d in sweeps[1:]))
+        jobs = executor.map_array(worker, range(workers))
     except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
         raise LaunchError(f"cannot submit the workers to {launcher}: {e}") from e
     log.info("submitted %d worker(s) to %s: job(s) %s; logs in %s", workers, launcher,

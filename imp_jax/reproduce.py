@@ -128,21 +128,38 @@ def run(sweeps: Sequence[StudySweep], out: Path, *, launcher: str | None = None,
         sweep_lib.check_sweep_dir(out / s.key, s.config, sweep_lib.points(s.config))
     start, (done_before, total) = time.perf_counter(), _points_done(sweeps, out)
     log.info(_progress(done_before, total, 0, 0.0))
+    if launcher is not None:
+        _launch(sweeps, out, launcher, workers, slurm)
+        done, _ = _points_done(sweeps, out)
+        log.info(_progress(done, total, done - done_before, time.perf_counter() - start))
+        return done == total
     for s in sweeps:
         statuses = sweep_lib.sweep_status(s.config, out / s.key)
         if all(st.state == "finished" for st in statuses):
             continue
         log.info("sweep %s: %d points in %s", s.key, len(statuses), out / s.key)
-        if launcher is None:
-            sweep_lib.run_sweep(s.config, out / s.key)
-        else:
-            jobs = cluster.launch(s.config, out / s.key, launcher=launcher, workers=workers,
-                                  slurm=slurm or cluster.slurm_config())
-            if launcher == "local":
-                cluster.wait(jobs)
+        sweep_lib.run_sweep(s.config, out / s.key)
         done, _ = _points_done(sweeps, out)
         log.info(_progress(done, total, done - done_before, time.perf_counter() - start))
     return _points_done(sweeps, out)[0] == total
+
+
+def _launch(sweeps: Sequence[StudySweep], out: Path, launcher: str, workers: int,
+            slurm: ml_collections.ConfigDict | None) -> None:
+    """Submits ``workers`` jobs that share out every unfinished sweep's points (one job array,
+    each job passing from sweep to sweep: see :class:`imp_jax.cluster.SweepWorker`); waits for
+    local jobs."""
+    left = [s for s in sweeps if not all(st.state == "finished" for st in
+                                         sweep_lib.sweep_status(s.config, out / s.key))]
+    if not left:
+        return
+    log.info("sweeps %s: %d worker(s) share their points", ", ".join(s.key for s in left),
+             workers)
+    jobs = cluster.launch(left[0].config, out / left[0].key, launcher=launcher, workers=workers,
+                          slurm=slurm or cluster.slurm_config(),
+                          more=tuple((s.config, out / s.key) for s in left[1:]))
+    if launcher == "local":
+        cluster.wait(jobs)
 
 
 # ---------------------------------------------------------------------------------------------
