@@ -26,16 +26,17 @@ from absl import app, flags
 
 from configs import reproduce as scales
 from experiments import cli
+from imp_jax import claims as claims_lib
 from imp_jax import imp
 from imp_jax import reproduce as reproduce_lib
 from imp_jax import sweep as sweep_lib
 from imp_jax.config import ConfigError
 
-_SCALE = flags.DEFINE_enum("scale", "cpu", list(scales.SCALES), "smoke: minutes (CI); cpu: about "
-                           "an hour on 2 CPU cores, every claim visible; full: the paper's "
-                           "settings.")
+_SCALE = flags.DEFINE_enum("scale", "cpu", list(scales.SCALES), "smoke: minutes, the pipeline "
+                           "only; cpu: about two hours on 2 CPU cores (--launcher=local "
+                           "--workers=2), every claim decided; full: the paper's settings.")
 _ONLY = flags.DEFINE_list("only", [], "Claims to run and report (default all): "
-                          + ", ".join(reproduce_lib.CLAIMS) + ".")
+                          + ", ".join(claims_lib.CLAIMS) + ".")
 _OUT = flags.DEFINE_string("out", "", "Output directory (default runs/reproduce-<scale>).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: report what has finished.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "tensorflow-datasets data_dir for every dataset.")
@@ -50,11 +51,11 @@ def claims() -> list[str]:
     Raises:
       ConfigError: an unknown claim.
     """
-    unknown = [c for c in _ONLY.value if c not in reproduce_lib.CLAIMS]
+    unknown = [c for c in _ONLY.value if c not in claims_lib.CLAIMS]
     if unknown:
         raise ConfigError(f"--only: unknown claim {unknown[0]!r}; expected "
-                          f"{', '.join(reproduce_lib.CLAIMS)}")
-    return [c for c in reproduce_lib.CLAIMS if not _ONLY.value or c in _ONLY.value]
+                          f"{', '.join(claims_lib.CLAIMS)}")
+    return [c for c in claims_lib.CLAIMS if not _ONLY.value or c in _ONLY.value]
 
 
 def data_fields() -> dict[str, dict[str, str]]:
@@ -80,9 +81,11 @@ def main(argv: list[str]) -> int:
                 sweep_lib.check_sweep_dir(out / s.key, s.config, sweep_lib.points(s.config))
         finished = not _REPORT_ONLY.value and reproduce_lib.run(
             sweeps, out, **_JOBS.launch())
-        tables = reproduce_lib.claim_tables(sweeps, out, chosen)
+        tables, figures = reproduce_lib.claim_tables(sweeps, out, chosen)
         progress = reproduce_lib.progress_line(sweeps, out)
-        path = reproduce_lib.write_report(tables, out, scale=scale, progress=progress)
+        path = reproduce_lib.write_report(tables, figures, out, scale=scale, progress=progress,
+                                          reduced={s.key: reproduce_lib.reduction(s)
+                                                   for s in sweeps})
         logging.info("report: %s (and report.html, CSV files, figures/)%s", path,
                      "" if finished else "; the study is not finished: rerun to continue it")
         return path.read_text(), finished

@@ -52,7 +52,8 @@ def _mark_best(ax: Axes, curve: Mapping[str, list], best: int | None, label: str
 
 
 def sdd_curve(rows: Sequence[Row], out_dir: str | Path, *, best: int | None = None,
-              name: str = "sdd_curve") -> list[Path]:
+              name: str = "sdd_curve", title: str = "Error along the pruning path"
+              ) -> list[Path]:
     """Train and test error against remaining weights, best pruned model starred (none while
     the minimum is not reached).
 
@@ -67,13 +68,14 @@ def sdd_curve(rows: Sequence[Row], out_dir: str | Path, *, best: int | None = No
     _mark_best(ax, test, best, f"best pruned, level {best}")
     drawing.weights_axis(ax, test["remaining_weights"])
     ax.set_ylabel("error")
-    ax.set_title("Error along the pruning path")
+    ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     return drawing.save(fig, out_dir, name)
 
 
 def ece_curve(rows: Sequence[Row], out_dir: str | Path, *, num_bins: int = 15,
-              best: int | None = None, name: str = "ece_curve") -> list[Path]:
+              best: int | None = None, name: str = "ece_curve",
+              title: str = "Calibration along the pruning path") -> list[Path]:
     """ECE against remaining weights, for clean test labels and test labels noised as in
     training; the best pruned level (:func:`imp_jax.analysis.best_level`) starred on the clean
     curve."""
@@ -87,7 +89,7 @@ def ece_curve(rows: Sequence[Row], out_dir: str | Path, *, num_bins: int = 15,
     _mark_best(ax, clean, best, f"best pruned, level {best}")
     drawing.weights_axis(ax, clean["remaining_weights"])
     ax.set_ylabel(f"ECE ({num_bins} bins)")
-    ax.set_title("Calibration along the pruning path")
+    ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     return drawing.save(fig, out_dir, name)
 

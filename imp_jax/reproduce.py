@@ -1,62 +1,34 @@
-"""Reproducing the study: its sweeps run (or found finished), and each of its claims a table of
-the paper's published values beside ours, with a verdict per row.
+"""Reproducing the study: its sweeps run (or found finished), then each of its claims a table
+of the paper's published values beside ours, with a verdict per row (:mod:`imp_jax.claims`).
 
 The sweeps of a scale (``configs/reproduce.py``) are ordinary sweep directories under the output
 directory, run by :func:`imp_jax.sweep.run_sweep` or as cluster jobs (:mod:`imp_jax.cluster`),
 so finished points are never trained again and interrupted ones resume. :func:`claim_tables`
-reads them only; :func:`write_report` writes ``REPORT.md``, ``report.html``, one CSV per table
-and the figures, all inside the output directory.
-
-A row's verdict is "matches" within the tolerance of its kind (:data:`TOLERANCES`), "differs"
-with by how much and in which direction, or "not run at this scale". The paper's values are data
-(``paper_values.json``, each with its source) and appear only in the "paper" column.
+reads them only (:class:`StudyData` measures each point from its rows); :func:`write_report`
+writes ``REPORT.md``, ``report.html``, one numeric CSV per claim, ``summary.csv`` and the
+figures, all inside the output directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from imp_jax import analysis, cluster, plots, report, study_plots
+from imp_jax import analysis, claims, cluster, plots, report, study_plots
 from imp_jax import config as config_lib
 from imp_jax import sweep as sweep_lib
+from imp_jax import verdicts as v
+from imp_jax.claims import Measured, Table
+from imp_jax.rundir import RunDir, read_json
 
 log = logging.getLogger(__name__)
-
-PAPER_FILE = Path(__file__).with_name("paper_values.json")
-CLAIMS = {
-    "sdd": "1. Sparse double descent on MNIST (two-layer FCN, P=300, 20% label noise)",
-    "widths": "2. Best pruned sizes are comparable across widths (MNIST, 20% label noise)",
-    "mixtures": "3. The effective number of parameters reflects task difficulty (mixtures)",
-    "uncertainty": "4. Pruned models capture the true p(y|x) better (mixtures)",
-    "calibration": "5. Calibration on real data: ECE of the full and the best pruned network",
-}
-# Weights: within two of the study's 20% pruning levels (1.25^2) of the paper's count.
-COUNT_FACTOR = 1.25 ** 2
-TOLERANCES = {
-    "count": f"a weight count matches within a factor {COUNT_FACTOR:.4g} of the paper's (two of "
-             f"the study's 20% pruning levels); a full network's count must be equal",
-    "error": "a test error matches within 0.02 or two replicate std, whichever is larger",
-    "ece": "an ECE matches within 0.03 or two replicate std, whichever is larger",
-    "range": f"a count matches a published range when within it, widened by the factor "
-             f"{COUNT_FACTOR:.4g}",
-    "ratio": f"a ratio matches within a factor {COUNT_FACTOR:.4g} of the paper's",
-    "direction": f"'lower' matches when the mean difference exceeds the larger replicate std "
-                 f"and {analysis.TOLERANCE_FLOOR}",
-}
-_ABSOLUTE = {"error": 0.02, "ece": 0.03}
-NOT_RUN = "not run at this scale"
-VERDICTS = ("matches", "differs", NOT_RUN)
-COLUMNS = ("setting", "quantity", "paper", "ours", "replicates", "verdict", "source")
-Stat = Mapping[str, float | None]  # {"mean", "std"} over replicates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,33 +40,6 @@ class StudySweep:
     config: ml_collections.ConfigDict
     full: ml_collections.ConfigDict
     claims: tuple[str, ...]
-
-
-@dataclasses.dataclass
-class Table:
-    """One claim's section of the report: its rows (:data:`COLUMNS`), what the scale cut in
-    the sweeps it reads, its figures (relative to the output directory) and the headline."""
-
-    claim: str
-    rows: list[dict[str, Any]]
-    reduced: list[str]
-    figures: list[str]
-    headline: str = ""
-
-    @property
-    def title(self) -> str:
-        return CLAIMS[self.claim]
-
-    def counts(self) -> dict[str, int]:
-        """How many rows have each verdict."""
-        return {v: sum(r["verdict"].startswith(v) for r in self.rows) for v in VERDICTS}
-
-
-def paper_values(path: Path = PAPER_FILE) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The published values, by ``(claim, setting, quantity)``: each ``{"value", "kind",
-    "source"}`` (``kind`` one of :data:`TOLERANCES`)."""
-    entries = json.loads(path.read_text())["values"]
-    return {(e["claim"], e["setting"], e["quantity"]): e for e in entries}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,395 +107,255 @@ def _launch(sweeps: Sequence[StudySweep], out: Path, launcher: str, workers: int
         cluster.wait(jobs)
 
 
-# ---------------------------------------------------------------------------------------------
-# Verdicts.
-
-
-def fmt_count(value: float | None) -> str:
-    """A weight count as the paper prints it (``238 200``)."""
-    return "–" if value is None else f"{round(value):,}".replace(",", " ")
-
-
-def fmt_stat(stat: Stat | None, digits: int = 3) -> str:
-    """``mean ± std`` (the std over replicates)."""
-    if stat is None or stat.get("mean") is None:
-        return "–"
-    return f"{stat['mean']:.{digits}f} ± {stat.get('std') or 0.0:.{digits}f}"
-
-
-def fmt_paper(entry: Mapping[str, Any]) -> str:
-    """A published value as the report prints it."""
-    value, kind = entry["value"], entry["kind"]
-    if kind == "count":
-        return fmt_count(value)
-    if kind == "range":
-        return f"{fmt_count(value[0])}-{fmt_count(value[1])}"
-    if kind == "ratio":
-        return f"about {value:g}x"
-    if kind == "direction":
-        return str(value)
-    return f"{value:.3f}"
-
-
-def verdict_count(paper: float, ours: float | None, *, exact: bool = False) -> str:
-    """A weight count against the paper's (:data:`COUNT_FACTOR`, or equality)."""
-    if ours is None:
-        return "differs: no best pruned model (the sparse minimum is not reached)"
-    ratio = ours / paper
-    if ratio == 1 or (not exact and 1 / COUNT_FACTOR <= ratio <= COUNT_FACTOR):
-        return "matches"
-    return f"differs: ours {ratio:.2f}x the paper's ({'more' if ratio > 1 else 'fewer'} weights)"
-
-
-def verdict_value(paper: float, ours: Stat | None, kind: str) -> str:
-    """An error or ECE (mean ± std over replicates) against the paper's."""
-    if ours is None or ours.get("mean") is None:
-        return "differs: no value (the sparse minimum is not reached)"
-    difference = ours["mean"] - paper
-    if abs(difference) <= max(_ABSOLUTE[kind], 2 * (ours.get("std") or 0.0)):
-        return "matches"
-    return f"differs: ours {abs(difference):.3f} {'higher' if difference > 0 else 'lower'}"
-
-
-def verdict_range(paper: Sequence[float], ours: float | None) -> str:
-    """A count against a published range (widened by :data:`COUNT_FACTOR`)."""
-    if ours is None:
-        return "differs: no best pruned model (the sparse minimum is not reached)"
-    lo, hi = paper
-    if lo / COUNT_FACTOR <= ours <= hi * COUNT_FACTOR:
-        return "matches"
-    return (f"differs: ours {ours / hi:.2f}x the range's top" if ours > hi else
-            f"differs: ours {lo / ours:.2f}x below the range's bottom")
-
-
-def verdict_ratio(paper: float, ours: float | None) -> str:
-    """A ratio against the paper's (within :data:`COUNT_FACTOR`)."""
-    if ours is None:
-        return "differs: no ratio (a sparse minimum is not reached)"
-    if 1 / COUNT_FACTOR <= ours / paper <= COUNT_FACTOR:
-        return "matches"
-    return f"differs: ours {ours:.2f}x, {'above' if ours > paper else 'below'} the paper's"
-
-
-def verdict_lower(full: Stat | None, best: Stat | None, what: str = "best pruned") -> str:
-    """Whether ``best``'s mean is lower than ``full``'s by more than the tolerance."""
-    if full is None or best is None or full.get("mean") is None or best.get("mean") is None:
-        return "differs: no best pruned model (the sparse minimum is not reached)"
-    tolerance = max(analysis.TOLERANCE_FLOOR, full.get("std") or 0.0, best.get("std") or 0.0)
-    difference = full["mean"] - best["mean"]
-    if difference > tolerance:
-        return "matches"
-    if difference < -tolerance:
-        return f"differs: {what} {-difference:.3g} higher, not lower"
-    return f"differs: no clear difference ({difference:+.3g}, tolerance {tolerance:.3g})"
 
 
 # ---------------------------------------------------------------------------------------------
-# The claims' tables.
+# Measuring the finished points.
+
+# Identity fields that change how precisely a setting is measured, not what it measures: the
+# replicate count, and the pruning grid (a count's window spans two of the study's levels).
+_PRECISION_FIELDS = ("name", "replicates", "prune.fraction")
 
 
-def _row(setting: str, quantity: str, paper: Mapping[str, Any] | None, ours: str,
-         replicates: int | None, verdict: str) -> dict[str, Any]:
-    return {"setting": setting, "quantity": quantity,
-            "paper": fmt_paper(paper) if paper else "–", "ours": ours,
-            "replicates": replicates, "verdict": verdict,
-            "source": paper["source"] if paper else ""}
+def cuts(config: ml_collections.ConfigDict, full: ml_collections.ConfigDict | None
+         ) -> tuple[str, ...]:
+    """The results-determining fields in which a point's ``config`` differs from the same
+    point at the paper's settings (``full``; None: the paper has no such point)."""
+    if full is None:
+        return ("not a setting of the paper",)
+    ours, paper = config_lib.identity(config), config_lib.identity(full)
+    return tuple(f"{k} {paper.get(k)!r} -> {ours.get(k)!r}"
+                 for k in sorted(set(ours) | set(paper))
+                 if k not in _PRECISION_FIELDS and ours.get(k) != paper.get(k))
 
 
-def _metric(record: Mapping[str, Any] | None, model: str, metric: str) -> Stat | None:
-    if record is None or model not in record["models"]:
-        return None
-    return record["models"][model]["metrics"].get(metric)
+def _numbers(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """The numeric fields every row has, per replicate in replicate order."""
+    rows = sorted(rows, key=lambda r: r["replicate"])
+    keys = [k for k, x in rows[0].items() if isinstance(x, (int, float))
+            and not isinstance(x, bool) and all(k in r for r in rows)]
+    return {k: [float(r[k]) for r in rows] for k in keys}
 
 
-def _best_weights(record: Mapping[str, Any]) -> str:
-    spread = record["effective_parameters_replicates"]
-    per = "" if spread["mean"] is None else (
-        f" (per replicate {fmt_count(spread['mean'])} ± {fmt_count(spread['std'] or 0.0)})")
-    if record["effective_parameters"] is None:
-        curve = record["curve"]
-        i = curve["level"].index(record["lowest_error_level"])
-        last = " (the last)" if i == len(curve["level"]) - 1 else ""
-        return (f"not reached; lowest error so far at {fmt_count(curve['remaining_weights'][i])}"
-                f" (level {curve['level'][i]}{last})" + per)
-    return fmt_count(record["effective_parameters"]) + per
+def measure(rows: Sequence[Mapping[str, Any]], *, finished: bool, cut: tuple[str, ...] = (),
+            grid: float = 1.25, num_bins: int = 15) -> Measured:
+    """A run's rows as the claims compare them: its dense level, and the peak and the best
+    pruned level of its mean test-error curve (:func:`imp_jax.analysis.sparse_minimum`);
+    diverged replicates left out."""
+    rows = [r for r in rows if not r.get("diverged")]
+    curve = analysis.level_curve(rows, "test_error")
+    found = analysis.sparse_minimum(curve["mean"], curve["std"])
+    by_level: dict[int, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_level.setdefault(int(r["level"]), []).append(r)
+    marks = {"dense": 0, "peak": found.peak, "best": found.best}
+    levels = {k: None if i is None else _numbers(by_level[curve["level"][i]])
+              for k, i in marks.items()}
+    weights = {k: None if i is None else round(curve["remaining_weights"][i])
+               for k, i in marks.items()}
+    why = ("" if found.best is not None else analysis.STATUS_NONE if found.only_hurt else
+           "the path stopped before its minimum was passed" if finished else
+           "the minimum is not reached yet (the run is unfinished)")
+    return Measured(replicates=len(by_level[curve["level"][0]]),
+                    total_weights=int(by_level[curve["level"][0]][0]["total_weights"]),
+                    levels=levels, weights=weights, why_no_best=why, cuts=cut, grid=grid,
+                    num_bins=num_bins)
 
 
 @dataclasses.dataclass
-class _Studies:
-    """The loaded sweeps of a report: records by sweep key and setting, the sweeps' configs."""
+class StudyData:
+    """The measured points of a study's sweeps under ``out``: a :class:`claims.Source` (read
+    only)."""
 
-    studies: dict[str, report.Study]
     sweeps: dict[str, StudySweep]
+    measured: dict[str, list[tuple[dict[str, float], Measured]]]
+    rows: dict[tuple[str, str], list[dict[str, Any]]]  # (sweep, point name) -> its rows
 
-    def records(self, key: str) -> list[dict[str, Any]]:
-        return self.studies[key].records if key in self.studies else []
+    @classmethod
+    def load(cls, sweeps: Sequence[StudySweep], out: Path) -> StudyData:
+        """Reads every point that has a finished level."""
+        measured: dict[str, list[tuple[dict[str, float], Measured]]] = {}
+        rows_of = {}
+        for s in sweeps:
+            full = {p.name: p.config for p in sweep_lib.points(s.full)}
+            measured[s.key] = []
+            for point in sweep_lib.points(s.config):
+                run_dir = out / s.key / point.name
+                try:
+                    rows, num_bins = report.load_rows(str(run_dir))
+                except report.ReportError as e:
+                    log.info("%s/%s: %s", s.key, point.name, e)
+                    continue
+                summary = read_json(RunDir(run_dir).summary)
+                finished = isinstance(summary, dict) and bool(summary.get("finished"))
+                values = {k: x for k, x in point.values.items() if k != "seed"}
+                measured[s.key].append((values, measure(
+                    rows, finished=finished, cut=cuts(point.config, full.get(point.name)),
+                    grid=1 / (1 - point.config.prune.fraction), num_bins=num_bins)))
+                rows_of[s.key, point.name] = rows
+        return cls({s.key: s for s in sweeps}, measured, rows_of)
 
-    def record(self, key: str, **values: float) -> dict[str, Any] | None:
-        return next((r for r in self.records(key)
-                     if all(r["values"].get(k) == v for k, v in values.items())), None)
+    def ran(self, key: str) -> bool:
+        return key in self.sweeps
 
-    def reduced(self, *keys: str) -> list[str]:
-        """What the scale changed from the paper's settings, per sweep that ran."""
-        out = []
-        for key in keys:
-            if key in self.sweeps and (cut := reduction(self.sweeps[key])):
-                out.append(f"{key}: {cut}")
-        return out
+    def settings(self, key: str) -> list[tuple[dict[str, float], Measured]]:
+        return self.measured.get(key, [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures.
+
+
+def _scale_of(s: StudySweep) -> str:
+    return s.config.name.rsplit("_", 1)[-1] if s.config.name != s.full.name else "full"
+
+
+def draw_figures(data: StudyData, out: Path, chosen: Sequence[str]) -> dict[str, list[str]]:
+    """The figures of each claim in ``chosen``, drawn into ``out/figures``; paths relative to
+    ``out``. Titles name the network, its width and the scale."""
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, list[Path]] = {c: [] for c in chosen}
+    studies = {}
+    for key in data.sweeps:
+        try:
+            studies[key] = report.load_study(str(out / key))
+        except report.ReportError as e:
+            log.info("%s: %s", key, e)
+
+    def scale(key: str) -> str:
+        return f"{_scale_of(data.sweeps[key])} scale"
+
+    p300 = data.rows.get(("mnist_widths", "width=300"))
+    if "sdd" in drawn and p300:
+        drawn["sdd"] += plots.sdd_curve(p300, figures, best=analysis.best_level(p300),
+                                        name="sdd_mnist_p300",
+                                        title=f"MNIST two-layer FCN 784-300-10, "
+                                              f"{scale('mnist_widths')}")
+    if "widths" in drawn:
+        for key, network in (("mnist_widths", "two-layer"), ("mnist3_widths", "three-layer")):
+            if key in studies:
+                drawn["widths"] += study_plots.study_double_descent(
+                    studies[key].records, figures, name=f"double_descent_{key}",
+                    title=f"MNIST {network} FCN, every width, {scale(key)}")
+        series = {n: studies[k].records for k, n in (("mnist_widths", "two-layer"),
+                                                     ("mnist3_widths", "three-layer"))
+                  if k in studies and any(r["effective_parameters"] is not None
+                                          for r in studies[k].records)}
+        if series:
+            drawn["widths"] += study_plots.effective_parameters(
+                series, figures, against="weights", name="effective_parameters_mnist",
+                title=f"MNIST FCNs, {scale(next(k for k in studies if k.startswith('mnist')))}")
+    mixtures = {t: studies[k].records for k, t in (("mixture_nu", "linear"),
+                                                   ("mixture_xor_nu", "XOR"))
+                if k in studies and any(r["effective_parameters"] is not None
+                                        for r in studies[k].records)}
+    if "mixtures" in drawn and mixtures:
+        key = "mixture_nu" if "mixture_nu" in studies else "mixture_xor_nu"
+        drawn["mixtures"] += study_plots.effective_parameters(
+            mixtures, figures, against="nu", name="effective_parameters_nu",
+            title=f"Gaussian mixtures, two-layer FCN (widths as configured), {scale(key)}")
+    if "uncertainty" in drawn:
+        for key, task in (("mixture_nu", "linear"), ("mixture_xor_nu", "XOR")):
+            if key in studies:
+                drawn["uncertainty"] += study_plots.full_vs_best(
+                    studies[key].records, figures, name=f"true_distance_{key}",
+                    metrics={"largest |p - p*|": "true_abs_error_max",
+                             "mean |p - p*|": "true_abs_error", "KL(p* || p)": "true_kl"},
+                    title=f"{task} mixture, two-layer FCN, {scale(key)}")
+    if "calibration" in drawn:
+        for key, width, name in (("mnist_widths", 300, "MNIST two-layer FCN 784-300-10"),
+                                 ("cifar10", 16, "CIFAR-10 ResNet-20, W=16")):
+            rows = data.rows.get((key, f"width={width}"))
+            if rows:
+                bins = studies[key].num_bins if key in studies else 15
+                drawn["calibration"] += plots.ece_curve(
+                    rows, figures, num_bins=bins, best=analysis.best_level(rows),
+                    name=f"ece_{key}", title=f"{name}, {scale(key)}")
+    return {c: [f"{figures.name}/{p.name}" for p in paths if p.suffix == ".png"]
+            for c, paths in drawn.items()}
+
+
+def claim_tables(sweeps: Sequence[StudySweep], out: Path, chosen: Sequence[str],
+                 paper: Mapping | None = None) -> tuple[list[Table], dict[str, list[str]]]:
+    """The tables of the claims ``chosen`` from the sweeps found under ``out`` (read only),
+    and their figures (drawn into ``out/figures``)."""
+    data = StudyData.load(sweeps, out)
+    return claims.tables(data, chosen, paper), draw_figures(data, out, chosen)
 
 
 def reduction(s: StudySweep) -> str:
-    """The results-determining fields in which ``s`` differs from the paper's settings, as
-    ``field full -> this`` (empty at the full scale)."""
+    """The results-determining fields in which sweep ``s`` differs from the paper's, as
+    ``field full -> this`` (empty at the full scale): the cuts a reader sees above a table."""
     ours, full = config_lib.identity(s.config), config_lib.identity(s.full)
-    keys = sorted(k for k in set(ours) | set(full)
-                  if ours.get(k) != full.get(k) and k != "name")
+    keys = sorted(k for k in set(ours) | set(full) if ours.get(k) != full.get(k) and k != "name")
     return "; ".join(f"{k} {full.get(k)!r} -> {ours.get(k)!r}" for k in keys)
-
-
-def _errors_rows(setting: str, record: Mapping[str, Any] | None,
-                 paper: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> list[dict]:
-    """The rows of one network of the study's table: full and best pruned weights, test error
-    full and pruned (those the paper gives a value for, and the weights always)."""
-    quantities = ("full weights", "best pruned weights", "test error (full)",
-                  "test error (pruned)")
-    rows = []
-    for quantity in quantities:
-        entry = paper.get(("widths", setting, quantity))
-        if entry is None and "error" in quantity:
-            continue
-        if record is None:
-            rows.append(_row(setting, quantity, entry, "–", None, NOT_RUN))
-            continue
-        n = record["replicates"]
-        if quantity == "full weights":
-            ours = fmt_count(record["total_weights"])
-            verdict = (verdict_count(entry["value"], record["total_weights"], exact=True)
-                       if entry else "")
-        elif quantity == "best pruned weights":
-            ours = _best_weights(record)
-            verdict = verdict_count(entry["value"], record["effective_parameters"]) if entry \
-                else ""
-        else:
-            stat = _metric(record, "dense" if "full" in quantity else "best", "test_error")
-            ours = fmt_stat(stat)
-            verdict = verdict_value(entry["value"], stat, "error")
-        rows.append(_row(setting, quantity, entry, ours, n, verdict or "no published value"))
-    return rows
-
-
-def _network(key: str) -> str:
-    return "three-layer" if key.startswith("mnist3") else "two-layer"
-
-
-def _widths_in_paper(paper: Mapping[tuple[str, str, str], Any], network: str) -> list[int]:
-    return sorted({int(s.split("P=")[1]) for c, s, _ in paper
-                   if c == "widths" and s.startswith(f"{network} P=")})
-
-
-def sdd_table(data: _Studies, paper: Mapping, figures: Path) -> Table:
-    """Claim 1: the full and best pruned P=300 two-layer network, and its error's fall."""
-    record = data.record("mnist_widths", width=300)
-    rows = _errors_rows("two-layer P=300", record, paper)
-    entry = paper.get(("sdd", "two-layer P=300", "test error fall, full to best pruned"))
-    full, best = _metric(record, "dense", "test_error"), _metric(record, "best", "test_error")
-    if record is None:
-        rows.append(_row("two-layer P=300", "test error fall, full to best pruned", entry, "–",
-                         None, NOT_RUN))
-    else:
-        fall = (None if best is None else {"mean": full["mean"] - best["mean"], "std": None})
-        rows.append(_row("two-layer P=300", "test error fall, full to best pruned", entry,
-                         fmt_stat(fall), record["replicates"], verdict_lower(full, best)))
-    drawn = []
-    if record is not None:
-        run_rows, _ = report.load_rows(str(data.studies["mnist_widths"].path / "width=300"))
-        drawn = plots.sdd_curve(run_rows, figures, best=record["best_level"],
-                                name="sdd_mnist_p300")
-    headline = "" if record is None else (
-        f"P=300: {fmt_count(record['total_weights'])} -> {_best_weights(record)} weights, "
-        f"test error {fmt_stat(full)} -> {fmt_stat(best)}")
-    return Table("sdd", rows, data.reduced("mnist_widths"), _relative(drawn, figures),
-                 headline)
-
-
-def widths_table(data: _Studies, paper: Mapping, figures: Path) -> Table:
-    """Claim 2: every width of both MNIST networks in the study's table format, and the
-    spread of the best pruned sizes across widths."""
-    rows, drawn, sizes = [], [], {}
-    for key in ("mnist_widths", "mnist3_widths"):
-        network = _network(key)
-        for width in _widths_in_paper(paper, network):
-            record = data.record(key, width=width)
-            rows += _errors_rows(f"{network} P={width}", record, paper)
-            if record is not None and record["effective_parameters"] is not None:
-                sizes.setdefault(network, []).append(record["effective_parameters"])
-        entry = paper.get(("widths", network, "best pruned weights, largest / smallest"))
-        spread = sizes.get(network, [])
-        ratio = max(spread) / min(spread) if len(spread) > 1 else None
-        rows.append(_row(network, "best pruned weights, largest / smallest", entry,
-                         "–" if ratio is None else f"{ratio:.2f}x over {len(spread)} widths",
-                         None, NOT_RUN if not data.records(key) else
-                         "differs: fewer than two widths reached a best pruned model"
-                         if ratio is None else
-                         "matches" if ratio <= entry["value"] * COUNT_FACTOR else
-                         f"differs: ours {ratio / entry['value']:.2f}x the paper's spread"))
-        if data.records(key):
-            drawn += study_plots.study_double_descent(data.records(key), figures,
-                                                title=f"MNIST, {network} FCN",
-                                                name=f"double_descent_{key}")
-    series = {_network(k): data.records(k) for k in ("mnist_widths", "mnist3_widths")
-              if any(r["effective_parameters"] is not None for r in data.records(k))}
-    if series:
-        drawn += study_plots.effective_parameters(series, figures, against="weights",
-                                            name="effective_parameters_mnist")
-    headline = "; ".join(f"{n}: best pruned {fmt_count(min(s))}-{fmt_count(max(s))} weights "
-                         f"over {len(s)} widths" for n, s in sizes.items())
-    return Table("widths", rows, data.reduced("mnist_widths", "mnist3_widths"),
-                 _relative(drawn, figures), headline)
-
-
-def mixtures_table(data: _Studies, paper: Mapping, figures: Path) -> Table:
-    """Claim 3: the effective parameters of the linear and XOR mixtures against nu, and their
-    ratio at equal nu."""
-    rows, ratios = [], []
-    tasks = (("mixture_nu", "linear"), ("mixture_xor_nu", "XOR"))
-    for key, task in tasks:
-        entry = paper.get(("mixtures", task, "effective parameters"))
-        if not data.records(key):
-            rows.append(_row(task, "effective parameters", entry, "–", None, NOT_RUN))
-        for r in data.records(key):
-            verdict = (verdict_range(entry["value"], r["effective_parameters"]) if entry
-                       else "no published value")
-            rows.append(_row(f"{task}, nu={r['values']['nu']:g}", "effective parameters", entry,
-                             _best_weights(r), r["replicates"], verdict))
-    entry = paper[("mixtures", "XOR / linear", "effective parameters ratio at equal nu")]
-    for linear in data.records("mixture_nu"):
-        xor = data.record("mixture_xor_nu", nu=linear["values"]["nu"])
-        if xor is None:
-            continue
-        a, b = linear["effective_parameters"], xor["effective_parameters"]
-        ratio = b / a if a and b else None
-        ratios.append(ratio)
-        rows.append(_row(f"nu={linear['values']['nu']:g}", "XOR / linear effective parameters",
-                         entry, "–" if ratio is None else f"{ratio:.2f}x",
-                         min(linear["replicates"], xor["replicates"]),
-                         verdict_ratio(entry["value"], ratio)))
-    if not ratios:
-        rows.append(_row("equal nu", "XOR / linear effective parameters", entry, "–", None,
-                         NOT_RUN))
-    series = {task: data.records(key) for key, task in tasks
-              if any(r["effective_parameters"] is not None for r in data.records(key))}
-    drawn = (study_plots.effective_parameters(series, figures, against="nu",
-                                        name="effective_parameters_nu") if series else [])
-    found = [r for r in ratios if r is not None]
-    headline = (f"XOR / linear at equal nu: {min(found):.2f}x-{max(found):.2f}x over "
-                f"{len(found)} nu" if found else "")
-    return Table("mixtures", rows, data.reduced("mixture_nu", "mixture_xor_nu"),
-                 _relative(drawn, figures), headline)
-
-
-TRUE_METRICS = (("|p - p*|", "true_abs_error"), ("KL(p* || p)", "true_kl"))
-
-
-def uncertainty_table(data: _Studies, paper: Mapping, figures: Path) -> Table:
-    """Claim 4: |p - p*| and KL(p* || p) of the full and the best pruned network, per nu."""
-    rows, drawn, wins, settings = [], [], 0, 0
-    for key, task in (("mixture_nu", "linear"), ("mixture_xor_nu", "XOR")):
-        for title, metric in TRUE_METRICS:
-            entry = paper.get(("uncertainty", task, title))
-            if not data.records(key):
-                rows.append(_row(task, title, entry, "–", None, NOT_RUN))
-            for r in data.records(key):
-                full, best = _metric(r, "dense", metric), _metric(r, "best", metric)
-                verdict = verdict_lower(full, best)
-                wins += verdict == "matches"
-                settings += 1
-                rows.append(_row(f"{task}, nu={r['values']['nu']:g}", title, entry,
-                                 f"full {fmt_stat(full)}, best pruned {fmt_stat(best)}",
-                                 r["replicates"], verdict))
-        if data.records(key):
-            drawn += study_plots.full_vs_best(data.records(key), figures,
-                                        metrics=dict(TRUE_METRICS), title=f"{task} mixture",
-                                        name=f"true_distance_{key}")
-    headline = f"best pruned closer to p* in {wins} of {settings} (task, nu, measure)" \
-        if settings else ""
-    return Table("uncertainty", rows, data.reduced("mixture_nu", "mixture_xor_nu"),
-                 _relative(drawn, figures), headline)
-
-
-def calibration_table(data: _Studies, paper: Mapping, figures: Path) -> Table:
-    """Claim 5: ECE against clean and noisy test labels, full vs best pruned (MNIST two-layer
-    P=300; CIFAR-10's ResNet)."""
-    rows, drawn, heads = [], [], []
-    for key, width, setting in (("mnist_widths", 300, "MNIST two-layer P=300"),
-                                ("cifar10", 16, "CIFAR-10 ResNet-20")):
-        record = data.record(key, width=width)
-        bins = data.studies[key].num_bins if key in data.studies else 15
-        for labels, prefix in (("clean", "test"), ("noisy", "test_noisy")):
-            stats = {m: _metric(record, m, f"{prefix}_ece_{bins}") for m in ("dense", "best")}
-            for model, name in (("dense", "full"), ("best", "best pruned")):
-                quantity = f"ECE, {labels} test labels ({name})"
-                entry = paper.get(("calibration", setting, quantity))
-                if record is None:
-                    rows.append(_row(setting, quantity, entry, "–", None, NOT_RUN))
-                    continue
-                rows.append(_row(setting, quantity, entry, fmt_stat(stats[model]),
-                                 record["replicates"],
-                                 verdict_value(entry["value"], stats[model], "ece")))
-            quantity = f"ECE, {labels} test labels: best pruned vs full"
-            entry = paper.get(("calibration", setting, quantity))
-            if record is None:
-                rows.append(_row(setting, quantity, entry, "–", None, NOT_RUN))
-                continue
-            lower = verdict_lower(stats["dense"], stats["best"])
-            higher = verdict_lower(stats["best"], stats["dense"], what="full")
-            ours = ("best pruned lower" if lower == "matches" else "best pruned higher"
-                    if higher == "matches" else "no clear difference")
-            rows.append(_row(setting, quantity, entry, ours, record["replicates"],
-                             lower if "lower" in entry["value"] else higher))
-            if labels == "noisy":
-                heads.append(f"{setting}: noisy-label ECE {fmt_stat(stats['dense'])} full -> "
-                             f"{fmt_stat(stats['best'])} best pruned")
-        if record is not None:
-            run_rows, _ = report.load_rows(str(data.studies[key].path / f"width={width}"))
-            drawn += plots.ece_curve(run_rows, figures, num_bins=bins,
-                                     best=record["best_level"], name=f"ece_{key}")
-    return Table("calibration", rows, data.reduced("mnist_widths", "cifar10"),
-                 _relative(drawn, figures), "; ".join(heads))
-
-
-TABLES: dict[str, Callable[[_Studies, Mapping, Path], Table]] = {
-    "sdd": sdd_table, "widths": widths_table, "mixtures": mixtures_table,
-    "uncertainty": uncertainty_table, "calibration": calibration_table}
-
-
-def _relative(paths: Sequence[Path], figures: Path) -> list[str]:
-    return [f"{figures.name}/{p.name}" for p in paths if p.suffix == ".png"]
-
-
-def claim_tables(sweeps: Sequence[StudySweep], out: Path, claims: Sequence[str],
-                 paper: Mapping | None = None) -> list[Table]:
-    """The tables of ``claims`` from the sweeps found under ``out`` (read only; the figures
-    are drawn into ``out/figures``). A sweep without a finished level gives "not run" rows."""
-    studies = {}
-    for s in sweeps:
-        try:
-            studies[s.key] = report.load_study(str(out / s.key))
-        except report.ReportError as e:
-            log.info("%s: %s", s.key, e)
-    data = _Studies(studies, {s.key: s for s in sweeps})
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    paper = paper_values() if paper is None else paper
-    return [TABLES[claim](data, paper, figures) for claim in claims]
 
 
 # ---------------------------------------------------------------------------------------------
 # The report.
 
+SMOKE_NOTE = ("**The smoke scale checks the pipeline, not the science**: its runs are seconds "
+              "long, and no verdict below says anything about the paper.")
+WINDOWS_NOTE = (
+    f"Windows: a best pruned count matches within a factor {v.COUNT_FACTOR:.4g} (two of the "
+    f"study's 20% levels); an error, ECE or probability within the larger of a floor and two "
+    f"standard errors (std/sqrt(n)) of ours, never wider than a cap (error "
+    f"{v.WINDOWS['error'].floor}-{v.WINDOWS['error'].cap}, ECE {v.WINDOWS['ece'].floor}-"
+    f"{v.WINDOWS['ece'].cap}, probability {v.WINDOWS['probability'].floor}-"
+    f"{v.WINDOWS['probability'].cap}); a direction from the per-replicate differences (the "
+    f"replicates share data and labels), beyond two standard errors and {v.DIRECTION_FLOOR}; a "
+    f"ratio of two counts within the pruning grid's step; a spread no larger than the paper's "
+    f"times {v.COUNT_FACTOR:.4g}. Only `matches` and `differs` are counted; `check` rows test "
+    f"our own plumbing, `reference only` rows compare a number that depends on a setting we "
+    f"changed, and extensions (our measures beyond the paper's) are judged but not counted.")
+COLUMNS = ("setting", "quantity", "paper", "ours", "n", "verdict", "source")
+CSV_COLUMNS = ("setting", "quantity", "paper", "mean", "std", "n", "verdict", "detail",
+               "counted", "extension", "source")
+
+
+def shown_rows(table: Table) -> list[dict[str, Any]]:
+    """The rows of ``table`` as the report shows them: rows of a sweep not run at this scale
+    as one line per sweep."""
+    out: list[dict[str, Any]] = []
+    for row in table.rows:
+        cells = {"setting": row.setting, "quantity": row.quantity, "paper": row.paper,
+                 "ours": row.ours, "n": row.n, "verdict": str(row.verdict),
+                 "source": row.source, "word": row.verdict.word}
+        if row.extension:
+            cells["quantity"] += " (extension)"
+        last = out[-1] if out else None
+        if (row.verdict.word == v.NOT_RUN and last is not None and last["word"] == v.NOT_RUN
+                and last.get("sweep") == row.sweep):
+            last["settings"].append(row.setting)
+            last["count"] += 1
+            settings = list(dict.fromkeys(last["settings"]))
+            last["setting"] = f"{row.sweep}: {', '.join(settings)}"
+            last["quantity"] = f"{last['count']} rows"
+            last["paper"] = last["source"] = ""
+            continue
+        out.append({**cells, "sweep": row.sweep, "settings": [row.setting], "count": 1})
+    return out
+
+
+def csv_rows(table: Table) -> list[dict[str, Any]]:
+    """Every row of ``table`` as numbers (the prose stays in REPORT.md)."""
+    return [{"setting": r.setting, "quantity": r.quantity, "paper": r.paper_value,
+             "mean": r.mean, "std": r.std, "n": r.n, "verdict": r.verdict.word,
+             "detail": r.verdict.detail, "counted": r.counted, "extension": r.extension,
+             "source": r.source} for r in table.rows]
+
+
+SUMMARY_COLUMNS = ("claim", *v.WORDS, "not counted", "ours")
+
+
+def summary_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
+    """The headline table: per claim, its rows of each verdict word and its headline."""
+    return [{"claim": t.title, **t.counts(), "ours": t.headline or "–"} for t in tables]
+
 
 def _cell(value: Any) -> str:
-    return "–" if value is None else str(value)
+    return "–" if value is None or value == "" else str(value)
 
 
 def _markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -560,67 +365,82 @@ def _markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -
     return "\n".join(lines)
 
 
-def summary_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
-    """The headline table: per claim, the rows of each verdict and the headline numbers."""
-    return [{"claim": t.title, **t.counts(), "ours": t.headline or "–"} for t in tables]
+def _intro(scale: str, progress: str) -> list[str]:
+    return [*([SMOKE_NOTE] if scale == "smoke" else []),
+            "Arora, Irto, Goldt, Sanguinetti, \"Quantifying lottery tickets under label noise: "
+            "accuracy, calibration, and complexity\", UAI 2023. Paper values: "
+            "`imp_jax/paper_values.json` (each with its source); ours: this directory's sweeps, "
+            "mean ± std over replicates (sample std).", progress]
 
 
-def markdown(tables: Sequence[Table], *, scale: str, progress: str) -> str:
-    """``REPORT.md``: the headline table, then each claim's table, cuts and figures."""
-    parts = [f"# Reproducing the study at the `{scale}` scale",
-             "Arora, Irto, Goldt, Sanguinetti, \"Quantifying lottery tickets under label noise: "
-             "accuracy, calibration, and complexity\", UAI 2023. Paper values: "
-             "`imp_jax/paper_values.json` (each with its source); ours: this directory's sweeps, "
-             "mean ± std over replicates (sample std).", progress,
-             "## Summary", _markdown_table(summary_rows(tables), ["claim", *VERDICTS, "ours"]),
-             "Tolerances: " + "; ".join(TOLERANCES.values()) + "."]
+def markdown(tables: Sequence[Table], figures: Mapping[str, Sequence[str]], *, scale: str,
+             progress: str, reduced: Mapping[str, str] | None = None) -> str:
+    """``REPORT.md``: the summary, then each claim's table, the scale's cuts and figures."""
+    parts = [f"# Reproducing the study at the `{scale}` scale", *_intro(scale, progress),
+             "## Summary", _markdown_table(summary_rows(tables), SUMMARY_COLUMNS), WINDOWS_NOTE]
     for t in tables:
         parts.append(f"## {t.title}")
-        if t.reduced:
-            parts.append("**Reduced scale** (field: the paper's setting -> this scale's):\n"
-                         + "\n".join(f"- {line}" for line in t.reduced))
-        parts.append(_markdown_table(t.rows, COLUMNS))
-        parts += [f"![{Path(f).stem}]({f})" for f in t.figures]
+        cut = [f"- {k}: {c}" for k, c in (reduced or {}).items()
+               if c and any(r.sweep == k for r in t.rows)]
+        if cut:
+            parts.append("This scale's settings (field: the paper's -> ours):\n" + "\n".join(cut))
+        parts.append(_markdown_table(shown_rows(t), COLUMNS))
+        parts += [f"![{Path(f).stem}]({f})" for f in figures.get(t.claim, [])]
     return "\n\n".join(parts) + "\n"
+
+
+_COLOURS = {v.MATCHES: "#d7f0d2", v.DIFFERS: "#f6d2d0", v.UNDETERMINED: "#f5ecc8",
+            v.NOT_RUN: "#eeeeee", v.CHECK: "#dde7f5", v.REFERENCE: "#e8e0f2"}
 
 
 def _html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in columns)
-                   + "</tr>" for r in rows)
+
+    def cell(r: Mapping[str, Any], c: str) -> str:
+        style = (f' style="background:{_COLOURS[r["word"]]}"'
+                 if c == "verdict" and r.get("word") in _COLOURS else "")
+        return f"<td{style}>{html.escape(_cell(r[c]))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(r, c) for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def html_page(tables: Sequence[Table], *, scale: str, progress: str) -> str:
-    """``report.html``: the same content as :func:`markdown`, viewable in a browser."""
-    parts = [f"<h1>Reproducing the study at the {html.escape(scale)} scale</h1>",
-             f"<p>{html.escape(progress)}</p>", "<h2>Summary</h2>",
-             _html_table(summary_rows(tables), ["claim", *VERDICTS, "ours"]),
-             "<p>Tolerances: " + html.escape("; ".join(TOLERANCES.values())) + ".</p>"]
+def html_page(tables: Sequence[Table], figures: Mapping[str, Sequence[str]], *, scale: str,
+              progress: str, reduced: Mapping[str, str] | None = None) -> str:
+    """``report.html``: the content of :func:`markdown`, its verdicts coloured."""
+    intro = "".join(f"<p>{html.escape(p.replace('**', '').replace('`', ''))}</p>"
+                    for p in _intro(scale, progress))
+    parts = [f"<h1>Reproducing the study at the {html.escape(scale)} scale</h1>", intro,
+             "<h2>Summary</h2>", _html_table(summary_rows(tables), SUMMARY_COLUMNS),
+             f"<p>{html.escape(WINDOWS_NOTE.replace('`', ''))}</p>"]
     for t in tables:
         parts.append(f"<h2>{html.escape(t.title)}</h2>")
-        if t.reduced:
-            parts.append("<p><b>Reduced scale</b> (the paper's setting -> this scale's):</p><ul>"
-                         + "".join(f"<li>{html.escape(x)}</li>" for x in t.reduced) + "</ul>")
-        parts.append(_html_table(t.rows, COLUMNS))
-        parts += [f'<p><img src="{html.escape(f)}" width="600"></p>' for f in t.figures]
-    style = ("body{font-family:sans-serif;max-width:75em;margin:auto}table{border-collapse:"
+        cut = [f"{k}: {c}" for k, c in (reduced or {}).items()
+               if c and any(r.sweep == k for r in t.rows)]
+        if cut:
+            parts.append("<p>This scale's settings (the paper's -> ours):</p><ul>"
+                         + "".join(f"<li>{html.escape(x)}</li>" for x in cut) + "</ul>")
+        parts.append(_html_table(shown_rows(t), COLUMNS))
+        parts += [f'<p><img src="{html.escape(f)}" width="600"></p>'
+                  for f in figures.get(t.claim, [])]
+    style = ("body{font-family:sans-serif;max-width:80em;margin:auto}table{border-collapse:"
              "collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>imp_jax: reproducing the "
             f"study ({html.escape(scale)})</title><style>{style}</style></head><body>"
             + "".join(parts) + "</body></html>\n")
 
 
-def write_report(tables: Sequence[Table], out: Path, *, scale: str, progress: str) -> Path:
-    """Writes ``REPORT.md``, ``report.html`` and ``<claim>.csv`` per table (and
-    ``summary.csv``) into ``out``; returns the path of ``REPORT.md``."""
+def write_report(tables: Sequence[Table], figures: Mapping[str, Sequence[str]], out: Path, *,
+                 scale: str, progress: str, reduced: Mapping[str, str] | None = None) -> Path:
+    """Writes ``REPORT.md``, ``report.html``, ``<claim>.csv`` per table and ``summary.csv``
+    into ``out``; returns the path of ``REPORT.md``."""
     for t in tables:
-        report.write_csv(t.rows, out / f"{t.claim}.csv", list(COLUMNS), {})
-    report.write_csv(summary_rows(tables), out / "summary.csv",
-                     ["claim", *VERDICTS, "ours"], {})
-    (out / "report.html").write_text(html_page(tables, scale=scale, progress=progress))
+        report.write_csv(csv_rows(t), out / f"{t.claim}.csv", list(CSV_COLUMNS), {})
+    report.write_csv(summary_rows(tables), out / "summary.csv", list(SUMMARY_COLUMNS), {})
+    (out / "report.html").write_text(html_page(tables, figures, scale=scale, progress=progress,
+                                               reduced=reduced))
     path = out / "REPORT.md"
-    path.write_text(markdown(tables, scale=scale, progress=progress))
+    path.write_text(markdown(tables, figures, scale=scale, progress=progress, reduced=reduced))
     return path
 
 

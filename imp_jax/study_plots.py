@@ -98,7 +98,7 @@ def study_double_descent(records: Sequence[Mapping[str, Any]], out_dir: str | Pa
 
 def effective_parameters(series: Mapping[str, Sequence[Mapping[str, Any]]],
                          out_dir: str | Path, *, against: str = "weights",
-                         name: str | None = None) -> list[Path]:
+                         name: str | None = None, title: str = "") -> list[Path]:
     """The effective number of parameters against the full network's weights (log-log, with
     the diagonal where pruning would not help) or against ``nu`` (log y).
 
@@ -145,6 +145,8 @@ def effective_parameters(series: Mapping[str, Sequence[Mapping[str, Any]]],
     ax.set_yscale("log")
     _plain_log_ticks(ax.yaxis, heights)
     ax.set_ylabel("effective number of parameters")
+    if title:
+        ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return drawing.save(fig, out_dir, name or f"effective_parameters_vs_{against}")
