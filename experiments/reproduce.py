@@ -33,7 +33,7 @@ from imp_jax import sweep as sweep_lib
 from imp_jax.config import ConfigError
 
 _SCALE = flags.DEFINE_enum("scale", "cpu", list(scales.SCALES), "smoke: minutes, the pipeline "
-                           "only; cpu: about two hours on 2 CPU cores (--launcher=local "
+                           "only; cpu: about 90 minutes on 2 CPU cores (--launcher=local "
                            "--workers=2), every claim decided; full: the paper's settings.")
 _ONLY = flags.DEFINE_list("only", [], "Claims to run and report (default all): "
                           + ", ".join(claims_lib.CLAIMS) + ".")

@@ -184,6 +184,14 @@ def best_level(rows: Iterable[Row], select: str = "test") -> int | None:
     return None if best is None else curve["level"][best]
 
 
+def levels_past_best(rows: Iterable[Row]) -> tuple[int, int] | None:
+    """The best pruned level (:func:`best_level` on the test error) and how many levels the
+    rows hold past it; None while there is no best pruned model."""
+    curve = level_curve(rows, "test_error")
+    best = sparse_minimum(curve["mean"], curve["std"]).best
+    return None if best is None else (curve["level"][best], len(curve["level"]) - 1 - best)
+
+
 def _point(curve: Mapping[str, list], i: int | None) -> dict[str, Any] | None:
     if i is None:
         return None

@@ -20,7 +20,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from imp_jax import analysis, evaluation, logs, memory, pruning, signals, train
 from imp_jax import masks as masks_lib
 from imp_jax import progress as progress_lib
-from imp_jax.checkpoints import Checkpoints
+from imp_jax.checkpoints import CheckpointError, Checkpoints
 from imp_jax.experiment import Experiment, build
 from imp_jax.progress import Progress
 from imp_jax.rundir import RunDir, RunDirError, read_json
@@ -109,6 +109,19 @@ def _stop(c: ml_collections.ConfigDict, level: int, remaining: int, prunable: in
     return None
 
 
+def past_minimum(c: ml_collections.ConfigDict, rows: list[dict[str, Any]]) -> str | None:
+    """Why a run of ``c`` with metrics ``rows`` stops under ``imp.stop_after_minimum``, or
+    None: the rows' mean test error has its best pruned model that many levels back."""
+    after = c.imp.stop_after_minimum
+    if not after:
+        return None
+    found = analysis.levels_past_best(rows)
+    if found is None or found[1] < after:
+        return None
+    return (f"{found[1]} level(s) past the best pruned model (level {found[0]}; "
+            f"imp.stop_after_minimum={after})")
+
+
 def last_level(exp: Experiment, level: int, masks: PyTree) -> int:
     """The last level the run will reach from ``level``, whose masks are ``masks`` (see
     :func:`next_level_stop`)."""
@@ -171,11 +184,11 @@ def _diverged(exp: Experiment, level: int, stats: dict[str, jax.Array], diverged
     return diverged | bad
 
 
-def _pruned_and_rewound(exp: Experiment, ckpt: Checkpoints, target: PyTree, level: int,
+def _pruned_and_rewound(exp: Experiment, rewind: Callable[[], PyTree], level: int,
                         previous: train.TrainState) -> train.TrainState:
     """The state ``level`` > 0 starts from: ``previous``'s weights pruned (a key per replicate
-    and level), the survivors rewound to the rewind point (with ``imp.reinit``, to a fresh
-    initialisation)."""
+    and level), the survivors rewound to the rewind point that ``rewind`` gives (with
+    ``imp.reinit``, to a fresh initialisation)."""
     keys = exp.replicate_keys()
     prune_keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 0x9E3779B),
                                                        level))(keys)
@@ -184,7 +197,7 @@ def _pruned_and_rewound(exp: Experiment, ckpt: Checkpoints, target: PyTree, leve
         # Control: the ticket's mask on a fresh random initialisation, trained from step 0.
         point = exp.initial_state(jax.vmap(lambda k: jax.random.fold_in(k, level))(keys))
     else:
-        point = ckpt.restore_rewind(exp.rewind_step, target)
+        point = rewind()
     return jax.block_until_ready(_rewinder(exp.trainer)(point, masks))
 
 
@@ -313,8 +326,7 @@ class Run:
 
     def _levels(self) -> dict[str, Any]:
         """IMP: train level 0; then prune, rewind and retrain, level after level."""
-        done = self._repair()
-        state = self.restore_level(done[-1]) if done else None
+        done, state = self._resume()
         if done and (reason := next_level_stop(self.exp, done[-1], state.masks)
                      or self._past_minimum()):
             log.info("run in %s is finished (%s): %d levels", self.dir.root, reason, len(done))
@@ -333,34 +345,80 @@ class Run:
             level += 1
 
     def _past_minimum(self) -> str | None:
-        """Why the run stops here under ``imp.stop_after_minimum``, or None: the rows' mean
-        test error has its best pruned model that many levels back."""
-        after = self.exp.config.imp.stop_after_minimum
-        if not after:
-            return None
-        curve = analysis.level_curve(self.dir.read_rows(), "test_error")
-        best = analysis.sparse_minimum(curve["mean"], curve["std"]).best
-        if best is None or len(curve["level"]) - 1 - best < after:
-            return None
-        return (f"{after} level(s) past the best pruned model (level {curve['level'][best]}; "
-                f"imp.stop_after_minimum={after})")
+        """Why the run stops here under ``imp.stop_after_minimum``, or None (see
+        :func:`past_minimum`)."""
+        return past_minimum(self.exp.config, self.dir.read_rows())
 
-    def _repair(self) -> list[int]:
-        """Before the loop: the finished levels, their rows deduplicated and completed (a kill
-        between a level's checkpoint and its rows, or a torn write), the summary rebuilt from
-        repaired rows."""
+    def _repair(self) -> list[dict[str, Any]]:
+        """Before the loop: the rows deduplicated (a torn write, or rows written twice), the
+        summary rebuilt from repaired rows, the replicates skipped after diverging marked;
+        returns the rows."""
         rows, repaired = self.dir.repair_rows() if self.primary else (self.dir.read_rows(), False)
         _barrier("repair")
         for row in rows:
             self.diverged[row["replicate"]] |= bool(row.get("diverged", False))
-        done = self.finished_levels()
-        for level in done:
-            if sum(r["level"] == level for r in rows) < self.exp.replicates:
-                self._record(level, self.restore_level(level), {}, resumed=True)
         if repaired:
             stored = read_json(self.dir.summary)
             self._summarise(finished=isinstance(stored, dict) and bool(stored.get("finished")))
-        return done
+        return rows
+
+    def _resume(self) -> tuple[list[int], train.TrainState | None]:
+        """The levels the run has finished (every one up to the last with a checkpoint or rows)
+        and the last one's state, each of them in place: a level whose checkpoint is missing,
+        or unreadable where the run or its readers restore it (level 0, the best pruned level,
+        the last), is trained again (:meth:`_ensure`); a level killed between its checkpoint
+        and its rows gets its rows."""
+        rows = self._repair()
+        saved = self.finished_levels()
+        reached = set(saved) | {row["level"] for row in rows}
+        if not reached:
+            return [], None
+        done = list(range(max(reached) + 1))
+        best = analysis.best_level(rows) if rows else None
+        needed = {0, done[-1], *set(done).difference(saved), *([] if best is None else [best])}
+        states = {level: self._ensure(level) for level in sorted(needed)}
+        for level in done:
+            if sum(row["level"] == level for row in rows) < self.exp.replicates:
+                state = states[level] if level in states else self._ensure(level)
+                self._record(level, state, {}, resumed=True)
+        return done, states[done[-1]]
+
+    def _ensure(self, level: int) -> train.TrainState:
+        """The trained state of finished ``level``: restored; or, where its checkpoint is
+        missing or unreadable, trained again from the level before (training is deterministic,
+        so to the state it had, and the rows kept are the ones it would write), saying so."""
+        if level in self.finished_levels():
+            try:
+                return self.restore_level(level)
+            except CheckpointError as e:
+                why = str(e)
+            self.ckpt.levels.delete(level)  # else it would block saving the level again
+        else:
+            why = f"checkpoint {self.ckpt.levels.directory / str(level)} is missing"
+        log.warning("%s; training level %d again (its metrics rows are kept)", why, level)
+        previous = self._ensure(level - 1) if level else None
+        timer = _Timer()
+        state = self._level_start(level, previous, timer)
+        # No periodic in-level checkpoint: it would replace the one of the level the run was in.
+        state = self._train_level(level, state, timer, periodic=False)
+        self.ckpt.save_level(level, state)
+        self._record(level, state, timer.seconds)
+        log.warning("level %d is trained and saved again", level)
+        return state
+
+    def _rewind_point(self) -> train.TrainState:
+        """The rewind point; where its checkpoint is missing or unreadable, made again by
+        training level 0 up to it from the initial state (deterministic: the same point),
+        saying so."""
+        step = self.exp.rewind_step
+        try:
+            return self.ckpt.restore_rewind(step, self.target)
+        except CheckpointError as e:
+            log.warning("%s; making the rewind point again (level 0 to step %d)", e, step)
+        for old in self.ckpt.rewind.all_steps():
+            self.ckpt.rewind.delete(old)
+        self._train_level(0, self.exp.initial_state(), _Timer(), until=step, periodic=False)
+        return self.ckpt.restore_rewind(step, self.target)
 
     def _level_start(self, level: int, previous: train.TrainState | None,
                      timer: _Timer) -> train.TrainState:
@@ -371,13 +429,15 @@ class Run:
         if level == 0:
             return self.exp.initial_state()
         with timer.timed("prune"):
-            return _pruned_and_rewound(self.exp, self.ckpt, self.target, level, previous)
+            return _pruned_and_rewound(self.exp, self._rewind_point, level, previous)
 
-    def _train_level(self, level: int, state: train.TrainState,
-                     timer: _Timer) -> train.TrainState:
-        """Trains ``level`` to the end in compiled chunks (an epoch, or up to the rewind point),
-        with the periodic actions of :meth:`_after_chunk` between them."""
+    def _train_level(self, level: int, state: train.TrainState, timer: _Timer, *,
+                     until: int | None = None, periodic: bool = True) -> train.TrainState:
+        """Trains ``level`` to the end (or to step ``until``) in compiled chunks (an epoch, or
+        up to the rewind point), with the actions of :meth:`_after_chunk` between them
+        (in-level checkpoints only if ``periodic``)."""
         exp = self.exp
+        until = exp.total_steps if until is None else until
         spe = exp.trainer.steps_per_epoch
         step = int(exp.layout.fetch(state.step)[0])
         rng = exp.layout.fetch(state.rng)
@@ -385,7 +445,7 @@ class Run:
         _resumable(self.stop, level, step)
         start = time.perf_counter()
         _save_rewind_point(exp, self.ckpt, level, step, state)
-        while step < exp.total_steps:
+        while step < until:
             epoch, lo = divmod(step, spe)
             hi = _chunk_end(exp, level, step)
             order = exp.layout.put(exp.trainer.epoch_order(rng, epoch), exp.layout.per_replicate)
@@ -393,7 +453,7 @@ class Run:
             step = epoch * spe + hi
             self.diverged = _diverged(self.exp, level, stats, self.diverged, self.dir.root)
             with timer.timed("checkpoint"):
-                self._after_chunk(level, step, state)
+                self._after_chunk(level, step, state, periodic)
             if step % spe == 0:
                 self.progress.epoch_end(level, step // spe, np.asarray(stats["loss"]),
                                         float(exp.trainer.learning_rate(step - 1)))
@@ -401,13 +461,15 @@ class Run:
                                   - timer.seconds.get("checkpoint", 0.0))
         return state
 
-    def _after_chunk(self, level: int, step: int, state: train.TrainState) -> None:
+    def _after_chunk(self, level: int, step: int, state: train.TrainState,
+                     periodic: bool = True) -> None:
         """Between compiled chunks: the rewind point, the in-level checkpoint every
-        ``checkpoint.every_epochs`` epochs, and a clean stop on SIGTERM/SIGINT."""
+        ``checkpoint.every_epochs`` epochs (if ``periodic``), and a clean stop on
+        SIGTERM/SIGINT."""
         exp, every = self.exp, self.exp.config.checkpoint.every_epochs
         _save_rewind_point(exp, self.ckpt, level, step, state)
         spe = exp.trainer.steps_per_epoch
-        periodic = step % spe == 0 and every and (step // spe) % every == 0
+        periodic = periodic and step % spe == 0 and every and (step // spe) % every == 0
         # One look at the signals: one that arrives during the save below waits for the next
         # chunk, rather than saving this step a second time (which Orbax refuses).
         signum = self.stop.signum if self.stop is not None else None
@@ -449,33 +511,42 @@ class Run:
 
 
 def plan(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """What running ``config`` in ``workdir`` would do: start, resume, or find it finished (or
-    being trained by another process); reads only.
+    """What running ``config`` in ``workdir`` would do: start, resume, train missing levels
+    again, or find it finished (or being trained by another process), as :meth:`Run.run`
+    decides it, from the rows and the checkpoints' names; reads only.
 
     Raises:
-      RunDirError: ``workdir`` cannot hold a run of ``config``.
+      RunDirError: ``workdir`` cannot hold a run of ``config``, or its rows are unreadable.
     """
     rundir = RunDir(workdir)
     rundir.check(config)
     holder = rundir.holder()
     if holder:
         return f"is being trained by {holder}: a second trainer would be refused"
-    summary = read_json(rundir.summary)
-    done = summary.get("levels_done", 0) if isinstance(summary, dict) else 0
-    stored = rundir.stored_config()
-    if done and summary.get("finished") and all(stored.imp[k] == config.imp[k]
-                                                for k in ("levels", "min_weights",
-                                                          "stop_after_minimum")):
-        return f"is finished ({done} levels): running it again changes nothing"
-    point = None
+    rows = rundir.read_rows()
+    saved, point = [], None
     if rundir.checkpoints.is_dir():
         with Checkpoints(rundir.checkpoints, read_only=True) as ckpt:
-            point = ckpt.resume_point()
-    if point is None:
-        return "would start a new run" if not rundir.metrics.exists() else "would resume it"
-    level, epoch = point
-    return (f"would resume at level {level}, epoch {epoch:g}"
-            + (f", after {done} finished level(s)" if done else ""))
+            saved, point = ckpt.finished_levels(), ckpt.resume_point()
+    reached = set(saved) | {row["level"] for row in rows}
+    if not reached:
+        return ("would start a new run" if point is None else
+                f"would resume at level {point[0]}, epoch {point[1]:g}")
+    last = max(reached)
+    missing = sorted(set(range(last + 1)).difference(saved))
+    again = (f"would train level(s) {', '.join(map(str, missing))} again (checkpoint missing)"
+             if missing else "")
+    last_rows = [row for row in rows if row["level"] == last]
+    reason = last_rows and (_stop(config, last, last_rows[0]["remaining_weights"],
+                                  last_rows[0]["prunable_remaining"])
+                            or past_minimum(config, rows))
+    if reason:
+        return (f"is finished ({last + 1} levels): {reason}; "
+                + (again if missing else "running it again changes nothing"))
+    if missing:
+        return f"{again}, then resume at level {last + 1}"
+    level, epoch = point or (last + 1, 0.0)
+    return f"would resume at level {level}, epoch {epoch:g}, after {last + 1} finished level(s)"
 
 
 def open_run(workdir: str, *, read_only: bool = True) -> Run:

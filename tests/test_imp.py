@@ -300,3 +300,35 @@ def test_sigterm_mid_level_says_where_it_resumes(experiment, reference, tmp_path
     assert results(tmp_path) == results(reference[0])
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "finished" and status["level_finished"] and status["level"] == 3
+
+
+def test_stop_after_minimum_stops_that_many_levels_past_the_best(tmp_path, monkeypatch,
+                                                                  caplog):
+    """The driver stops where ``analysis.levels_past_best`` says the best pruned model lies
+    ``imp.stop_after_minimum`` levels back (here: level 1 is the best once level 2 exists), and a
+    rerun finds the run finished."""
+    def fake(rows):
+        last = max(r["level"] for r in rows)
+        return None if last < 2 else (1, last - 1)
+
+    monkeypatch.setattr(imp.analysis, "levels_past_best", fake)
+    config = tiny_config(**{"imp.levels": 8, "imp.stop_after_minimum": 2})
+    exp = imp.build(config)
+    with caplog.at_level(logging.INFO, logger=imp.__name__):
+        summary = run(exp, tmp_path)
+    assert summary["finished"] and summary["levels_done"] == 4  # levels 0..3
+    assert "2 level(s) past the best pruned model (level 1" in caplog.text
+    assert run(exp, tmp_path)["levels_done"] == 4
+    assert imp.plan(config, str(tmp_path)).startswith("is finished (4 levels)")
+    # Raised, the stop lets the same run go on.
+    config.imp.stop_after_minimum = 3
+    assert run(imp.build(config), tmp_path)["levels_done"] == 5
+
+
+def test_levels_past_best_reads_the_mean_test_error():
+    from imp_jax import analysis
+
+    rows = [{"level": i, "replicate": r, "remaining_weights": 100 - 10 * i, "test_error": e}
+            for i, e in enumerate([0.2, 0.3, 0.1, 0.15, 0.4]) for r in range(2)]
+    assert analysis.levels_past_best(rows) == (2, 2)
+    assert analysis.levels_past_best(rows[:6]) is None  # not yet risen after the minimum
