@@ -33,7 +33,6 @@ from imp_jax import mixtures, tasks
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
 
-DATASETS = tuple(tasks.TASKS)
 # Per-channel (mean, std) of each image dataset's training images scaled to [0, 1]. The
 # reference code normalises MNIST with its own statistics but CIFAR-10 with ImageNet's
 # (tasks.IMAGENET).
@@ -63,7 +62,7 @@ class Dataset:
       x_test, y_test: test inputs and clean labels.
       y_test_noisy: the test labels noised like the training labels (for calibration).
       num_classes: number of classes.
-      name: the dataset's name (one of ``DATASETS``).
+      name: the dataset's name (a key of :data:`imp_jax.tasks.TASKS`).
       x_val, y_val: validation split carved from the training set, labels noised like training
         labels; None when none was requested.
       normalisation: ``(mean, std)`` per channel when the images are kept raw (uint8) and are to
@@ -422,8 +421,8 @@ def load_dataset(
     """Loads the dataset of ``task`` with a fraction ``label_noise`` of noisy labels.
 
     Args:
-      task: the :class:`imp_jax.tasks.Task`, or its name (one of ``DATASETS``): ``mnist``,
-        ``fashion_mnist``, ``cifar10``, ``cifar100`` (via tfds; see :func:`load_tfds` for
+      task: the :class:`imp_jax.tasks.Task`, or its name (:data:`imp_jax.tasks.TASKS`):
+        ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (via tfds; see :func:`load_tfds` for
         ``data_dir`` and ``manual_dir``), ``mixture_linear`` or ``mixture_xor`` (see
         :mod:`imp_jax.mixtures`).
       key: the data key; the subset, validation split, noisy labels and mixture samples all

@@ -21,12 +21,11 @@ PyTree = Any
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A pruning rule: the :mod:`imp_jax.masks` function, whether it ranks by a random key
-    rather than the weights, and whether it prunes each leaf on its own."""
+    """A pruning rule: the :mod:`imp_jax.masks` function, and whether it ranks by a random key
+    rather than the weights."""
 
     fn: Callable[..., PyTree]
     random: bool
-    layerwise: bool
 
     def __call__(self, params: PyTree, mask: PyTree, key: jax.Array, *, fraction: float,
                  spec: masks.PrunableSpec, count: str) -> PyTree:
@@ -35,8 +34,8 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "magnitude_global": Method(masks.prune_global, random=False, layerwise=False),
-    "magnitude_layerwise": Method(masks.prune_layerwise, random=False, layerwise=True),
-    "random_global": Method(masks.prune_random_global, random=True, layerwise=False),
-    "random_layerwise": Method(masks.prune_random_layerwise, random=True, layerwise=True),
+    "magnitude_global": Method(masks.prune_global, random=False),
+    "magnitude_layerwise": Method(masks.prune_layerwise, random=False),
+    "random_global": Method(masks.prune_random_global, random=True),
+    "random_layerwise": Method(masks.prune_random_layerwise, random=True),
 }

@@ -9,7 +9,7 @@ with the same two methods, passed to the driver beside it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -44,18 +44,3 @@ class TensorBoardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-class Writers:
-    """Several writers as one."""
-
-    def __init__(self, writers: Sequence[MetricWriter] = ()) -> None:
-        self.writers = list(writers)
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        for writer in self.writers:
-            writer.scalars(step, values)
-
-    def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
