@@ -520,9 +520,11 @@ def _positive_row(setting: str, quantity: str, entry: Mapping[str, Any] | None,
 # not state).
 CALIBRATION_SETTINGS = (
     ("mnist_widths", 300, "MNIST two-layer P=300",
-     "P=300 is ours: the paper does not state the width behind its MNIST ECE values"),
-    ("cifar10", 16, "CIFAR-10 ResNet-20",
-     "the paper's 'ResNet-18' is the reference code's CIFAR ResNet-20; W=16 is ours"),
+     "the paper does not state the width behind its ECE values; P=300 is the reference "
+     "code's README command, mnist_lenet_300"),
+    ("cifar10", 80, "CIFAR-10 ResNet-20",
+     "the paper's 'ResNet-18' is the reference code's CIFAR ResNet-20; W=80 is its README "
+     "command, cifar_resnet_20_80"),
 )
 
 

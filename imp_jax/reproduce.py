@@ -265,7 +265,7 @@ def draw_figures(data: StudyData, out: Path, chosen: Sequence[str]) -> dict[str,
                     title=f"{task} mixture, two-layer FCN, {scale(key)}")
     if "calibration" in drawn:
         for key, width, name in (("mnist_widths", 300, "MNIST two-layer FCN 784-300-10"),
-                                 ("cifar10", 16, "CIFAR-10 ResNet-20, W=16")):
+                                 ("cifar10", 80, "CIFAR-10 ResNet-20, W=80")):
             rows = data.rows.get((key, f"width={width}"))
             if rows:
                 bins = studies[key].num_bins if key in studies else 15

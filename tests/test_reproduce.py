@@ -211,7 +211,7 @@ def _paper_as_ours(paper) -> _Source:
                                   number("CIFAR-10 ResNet-20",
                                          f"ECE, {lab} test labels (best pruned)", "calibration"))
              for lab, prefix in (("clean", "test"), ("noisy", "test_noisy"))}
-    settings["cifar10"].append(({"width": 16}, point(
+    settings["cifar10"].append(({"width": 80}, point(
         272_474, 10_000, {k: a for k, (a, _) in cifar.items()},
         {k: b for k, (_, b) in cifar.items()})))
     for task, key, nu in claims.UNCERTAINTY_SETTINGS:
