@@ -82,7 +82,7 @@ def test_scales_cut_only_what_they_say():
     assert "cifar10" not in cpu and cpu["mnist_widths"].config.data.manual_dir == "m"
     cut = reproduce.reduction(cpu["mnist_widths"])
     assert "data.train_subset 0 -> 10000" in cut and "replicates 3 -> 2" in cut
-    assert "prune.fraction" not in cut  # the study's 20% per level is kept
+    assert "prune.fraction 0.2 -> 0.36" in cut  # every other level of the study's grid
     assert "prune.exclude ['^output/'] -> []" in cut
     # Claim 4's settings run at the paper's schedule: only the precision differs.
     points = {p.name: p for p in reproduce.sweep_lib.points(cpu["mixture_nu"].config)}
