@@ -12,12 +12,12 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ml_collections
 
-from imp_jax import data, masks, models, parallel, pruning, tasks, train
+from imp_jax import data, masks, models, optimizers, parallel, pruning, tasks, train
 
 # Fields that do not change what a run computes are marked ``identity=False``: where data
 # lives, how often to checkpoint or log, evaluation batching, the device layout and the stop
@@ -62,9 +62,12 @@ def _number_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = F
     return check
 
 
-def _one_of(options: Iterable[str]) -> Check:
-    options = tuple(options)
-    return lambda v: None if v in options else f"must be one of {options}"
+def _one_of(options: Iterable[str] | Mapping[str, Any]) -> Check:
+    # A registry (a dict) is read when the check runs: names registered after this module was
+    # imported (a user's model, task or optimizer) are valid.
+    if not isinstance(options, Mapping):
+        options = tuple(options)
+    return lambda v: None if v in options else f"must be one of {tuple(options)}"
 
 
 def _is_bool(v: Any) -> str | None:
@@ -171,6 +174,14 @@ FIELDS: dict[str, Field] = {
     "train.batch_size": Field(128, _int_in(1), "examples per step"),
     "train.lr": Field(0.1, _number_in(0.0, float("inf"), lo_open=True, hi_open=True),
                       "learning rate"),
+    "train.optimizer": Field("sgd", _one_of(optimizers.OPTIMIZERS),
+                             "the update direction (imp_jax.optimizers): sgd (with "
+                             "train.momentum), momentum (train.momentum > 0), adam, adamw, or "
+                             "one registered with optimizers.register_optimizer"),
+    "train.schedule": Field("step", _one_of(optimizers.SCHEDULES),
+                            "the learning rate against the global step: step (x lr_decay at "
+                            "lr_decay_epochs), cosine, warmup_cosine, or a registered one"),
+    "train.warmup_epochs": Field(0, _int_in(0), "warmup_cosine: epochs of linear warm-up"),
     "train.momentum": Field(0.0, _number_in(0.0, 1.0, hi_open=True), "SGD momentum"),
     "train.nesterov": Field(False, _is_bool, "Nesterov momentum"),
     "train.weight_decay": Field(0.0, _number_in(0.0, float("inf"), hi_open=True),
@@ -220,8 +231,6 @@ FIELDS: dict[str, Field] = {
                                          identity=False),
 }
 NON_IDENTITY_FIELDS = tuple(k for k, f in FIELDS.items() if not f.identity)
-# The check of every field, by dotted name.
-RULES: dict[str, Check] = {k: f.check for k, f in FIELDS.items()}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -305,18 +314,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.normalisation == "imagenet" and not task.rgb:
         raise ConfigError(f"config.data.normalisation: 'imagenet' is for RGB datasets, not "
                           f"{config.data.name!r}")
+    if config.train.optimizer == "momentum" and config.train.momentum <= 0:
+        raise ConfigError(f"config.train.momentum: must be > 0 for train.optimizer 'momentum', "
+                          f"got {config.train.momentum!r}")
+    if config.train.warmup_epochs >= config.train.epochs and config.train.warmup_epochs:
+        raise ConfigError(f"config.train.warmup_epochs: must be < train.epochs "
+                          f"({config.train.epochs}), got {config.train.warmup_epochs!r}")
     if any(e >= config.train.epochs for e in config.train.lr_decay_epochs):
         raise ConfigError(f"config.train.lr_decay_epochs: must all be < train.epochs "
                           f"({config.train.epochs}), got {config.train.lr_decay_epochs!r}")
 
 
-def from_json_dict(values: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A config stored as JSON (``config.json``), laid over today's :func:`base_config`.
+def from_json_dict(values: dict[str, Any], base: ml_collections.ConfigDict | None = None
+                   ) -> ml_collections.ConfigDict:
+    """A config stored as JSON (``config.json``), laid over today's :func:`base_config` (or
+    over ``base``, e.g. a sweep's).
 
     Fields added to the code since the run was made keep their defaults, so older run
     directories stay readable and resumable; JSON lists become tuples where the default is one.
     """
-    config = base_config()
+    config = base_config() if base is None else base
     for key, value in flatten(ml_collections.ConfigDict(values)).items():
         *sections, field = key.split(".")
         target = config
@@ -339,10 +356,35 @@ def identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return {k: v for k, v in sorted(flat.items()) if k not in NON_IDENTITY_FIELDS}
 
 
-def fingerprint(config: ml_collections.ConfigDict) -> str:
-    """A short hash of :func:`identity`, used to name default run directories."""
-    blob = json.dumps(identity(config), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:10]
+def _json_default(key: str) -> Any:
+    """The default of field ``key`` as :func:`identity` shows values (tuples as lists)."""
+    return json.loads(json.dumps(FIELDS[key].default))
+
+
+def _hash(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def fingerprint(config: ml_collections.ConfigDict,
+                defaults: dict[str, Any] | None = None) -> str:
+    """A short hash of the :func:`identity` fields that differ from their defaults, naming
+    default run directories (as OpenLTH names its runs).
+
+    A field added with a default therefore leaves every existing config's fingerprint as it
+    was. ``defaults`` gives the defaults of fields outside :data:`FIELDS` (a sweep section's);
+    such a field without one is always hashed.
+    """
+    defaults = defaults or {}
+    changed = {k: v for k, v in identity(config).items()
+               if not (v == _json_default(k) if k in FIELDS else
+                       k in defaults and v == defaults[k])}
+    return _hash(changed)
+
+
+def legacy_fingerprint(config: ml_collections.ConfigDict) -> str:
+    """The fingerprint of earlier versions, a hash of every :func:`identity` field: run and
+    sweep directories named with it are still found (see :mod:`imp_jax.rundir`)."""
+    return _hash(identity(config))
 
 
 def rewind_steps(rewind: str, steps_per_epoch: int) -> int:

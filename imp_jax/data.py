@@ -460,6 +460,8 @@ def load_dataset(
             raise ValueError(f"mixture_nu (the mean scale nu) is required for {name}")
         x_train, y_train, x_test, y_test, num_classes = _sample_mixture(
             task, key, mixture_nu, mixture_dim, mixture_train, mixture_test)
+    elif task.arrays is not None:
+        x_train, y_train, x_test, y_test, num_classes = task.arrays()
     else:
         x_train, y_train, x_test, y_test, num_classes = load_tfds(
             name, data_dir=data_dir, manual_dir=manual_dir

@@ -110,7 +110,9 @@ def make_trainer(config: ml_collections.ConfigDict, dataset: data_lib.Dataset,
     hyper = train.Hyper(
         batch_size=c.train.batch_size, lr=c.train.lr, momentum=c.train.momentum,
         nesterov=c.train.nesterov, weight_decay=c.train.weight_decay,
-        lr_boundaries=tuple(e * spe for e in c.train.lr_decay_epochs), lr_decay=c.train.lr_decay)
+        lr_boundaries=tuple(e * spe for e in c.train.lr_decay_epochs), lr_decay=c.train.lr_decay,
+        optimizer=c.train.optimizer, schedule=c.train.schedule,
+        total_steps=c.train.epochs * spe, warmup_steps=c.train.warmup_epochs * spe)
     model = models.make_model(num_classes=dataset.num_classes, **c.model)
     batching = c.parallel.replicate_batching
     if batching == "auto":

@@ -302,5 +302,16 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "densenet121": lambda k, *, growth_rate, bn_init, common, **_: DenseNet(
         k, growth_rate, DENSENET121_BLOCKS, bn_init=bn_init, **common),
 }
+
+
+def register_model(name: str, build: Callable[..., nn.Module]) -> None:
+    """Makes ``name`` a valid ``model.name``: ``build(num_classes, **options)`` returns the
+    Flax module, with the options of :func:`make_model` as keywords (``hidden``, ``width``,
+    ``blocks_per_stage``, ``growth_rate``, ``bn_init`` and ``common``, the dense layers'
+    ``use_bias``, ``initializer`` and ``bias_init``); it may ignore those it does not use (take
+    ``**_``). The module's ``__call__(x, train=False, valid=None)`` returns the logits."""
+    MODELS[name] = build
+
+
 # The models whose size a width sweep sets (imp_jax.sweep): the FCN's first hidden width, or W.
 WIDE_MODELS = ("fcn", "resnet", "vgg16")

@@ -8,6 +8,7 @@ p(y|x) (:mod:`imp_jax.mixtures`), so that no caller needs to test names.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -29,11 +30,15 @@ class Task:
       stats: image datasets: the (mean, std) per channel of the training images scaled to
         [0, 1]; None for mixtures.
       mixture: mixtures: the kind of :mod:`imp_jax.mixtures` (``"linear"`` or ``"xor"``).
+      arrays: a user's own data: returns ``(x_train, y_train, x_test, y_test, num_classes)``,
+        inputs as the model takes them (see :func:`register_arrays`); None for the others.
     """
 
     name: str
     stats: Stats | None = None
     mixture: str | None = None
+    arrays: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] | None = (
+        dataclasses.field(default=None, compare=False))
 
     @property
     def is_mixture(self) -> bool:
@@ -72,6 +77,18 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("mixture_linear", mixture="linear"),
     Task("mixture_xor", mixture="xor"),
 )}
+
+
+def register_arrays(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                    y_test: np.ndarray, num_classes: int | None = None) -> Task:
+    """Makes ``name`` a valid ``data.name`` holding these arrays (inputs as the model takes
+    them, integer labels from 0); ``num_classes`` defaults to the largest label + 1. Label
+    noise, subsets and validation splits apply to them as to any dataset."""
+    arrays = (np.asarray(x_train), np.asarray(y_train, np.int32), np.asarray(x_test),
+              np.asarray(y_test, np.int32))
+    k = int(num_classes or max(arrays[1].max(), arrays[3].max()) + 1)
+    TASKS[name] = Task(name, arrays=lambda: (*arrays, k))
+    return TASKS[name]
 
 
 def get(name: str) -> Task:

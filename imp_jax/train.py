@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from imp_jax import augment as augment_lib
-from imp_jax import convolutions
+from imp_jax import convolutions, optimizers
 from imp_jax import masks as masks_lib
 
 PyTree = Any
@@ -82,6 +82,11 @@ class Hyper:
       weight_decay: L2 penalty added to the gradient (PyTorch's convention), on all parameters.
       lr_boundaries: global steps at which the learning rate is multiplied by ``lr_decay``.
       lr_decay: the factor applied at each boundary.
+      optimizer: the update direction, a name of :data:`imp_jax.optimizers.OPTIMIZERS`.
+      schedule: the learning rate against the global step, a name of
+        :data:`imp_jax.optimizers.SCHEDULES`.
+      total_steps: the steps of a level (the cosine schedules' horizon).
+      warmup_steps: the warm-up of ``warmup_cosine``.
     """
 
     batch_size: int
@@ -91,6 +96,10 @@ class Hyper:
     weight_decay: float = 0.0
     lr_boundaries: tuple[int, ...] = ()
     lr_decay: float = 0.1
+    optimizer: str = "sgd"
+    schedule: str = "step"
+    total_steps: int = 0
+    warmup_steps: int = 0
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -293,18 +302,14 @@ class Trainer:
 
     @property
     def optimizer(self) -> optax.GradientTransformationExtraArgs:
-        """Momentum and weight decay, masked; the learning rate is applied by the step itself so
-        that it follows the global step even when the optimizer state is rebuilt at a rewind."""
-        hp = self.hyper
-        inner = optax.chain(optax.add_decayed_weights(hp.weight_decay),
-                            optax.trace(decay=hp.momentum, nesterov=hp.nesterov))
-        return masks_lib.masked_optimizer(inner)
+        """The update direction (``hyper.optimizer``), masked; the learning rate is applied by
+        the step itself so that it follows the global step even when the optimizer state is
+        rebuilt at a rewind."""
+        return masks_lib.masked_optimizer(optimizers.OPTIMIZERS[self.hyper.optimizer](self.hyper))
 
     def learning_rate(self, step: jax.Array) -> jax.Array:
-        """The learning rate at global ``step`` (step-wise decay)."""
-        schedule = optax.piecewise_constant_schedule(
-            self.hyper.lr, {int(b): self.hyper.lr_decay for b in self.hyper.lr_boundaries})
-        return schedule(step)
+        """The learning rate at global ``step`` (``hyper.schedule``)."""
+        return optimizers.SCHEDULES[self.hyper.schedule](self.hyper)(step)
 
     def init(self, keys: jax.Array, sample_x: jax.Array, masks: PyTree | None = None) -> TrainState:
         """Initial states of ``len(keys)`` replicates (model init and data order from each key).

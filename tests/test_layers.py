@@ -11,10 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "imp_jax"
 LAYERS = {
     "masks": {"masks"},
     "core": {"models", "train", "augment", "convolutions", "parallel", "metrics", "pruning",
-             "analysis", "verdicts"},
+             "analysis", "verdicts", "optimizers"},
     "data": {"tasks", "mixtures", "data"},
     "run": {"config", "experiment", "evaluation", "imp", "checkpoints", "rundir", "progress",
-            "writers", "logs", "signals", "memory"},
+            "writers", "logs", "signals", "memory", "api"},
     "outputs": {"export", "plots", "study_plots", "drawing"},
     "study": {"sweep", "cluster", "report", "claims", "reproduce", "soak", "benchmarks"},
 }
