@@ -219,8 +219,10 @@ def _save_rewind_point(exp: Experiment, ckpt: Checkpoints, level: int, step: int
 
 
 def _tensorboard(rundir: RunDir, replicates: int) -> list[MetricWriter]:
-    """The default writers: TensorBoard event files, a directory per replicate under ``tb/``."""
-    return [TensorBoardWriter(rundir.tb / f"replicate_{r}") for r in range(replicates)]
+    """The default writers: TensorBoard event files under ``tb/``, a run per replicate
+    (``tb/replicate_R``: the curves along the levels) and per level and replicate
+    (``tb/level_NN/replicate_R``: the level's training curves, the same tags at every level)."""
+    return [TensorBoardWriter(rundir.tb, f"replicate_{r}") for r in range(replicates)]
 
 
 def _resumable(stop: signals.Stop | None, level: int, step: int) -> None:

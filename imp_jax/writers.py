@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class MetricWriter(Protocol):
@@ -25,22 +25,38 @@ class MetricWriter(Protocol):
 
 
 class TensorBoardWriter:
-    """Event files in ``logdir`` (created on the first write), through tensorboardX."""
+    """Event files under ``root``, through tensorboardX (created on the first write).
 
-    def __init__(self, logdir: str | Path) -> None:
-        self.logdir = Path(logdir)
-        self._writer = None
+    A tag ``level_NN/name`` is written as ``name`` to the TensorBoard run
+    ``root/level_NN/<run>``, other tags to ``root/<run>``: the levels share their tag names, so
+    one chart overlays every level's training curve (and the replicates, ``run`` apart).
+    """
 
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        if self._writer is None:
+    def __init__(self, root: str | Path, run: str = "") -> None:
+        self.root = Path(root)
+        self.run = run
+        self._writers: dict[Path, Any] = {}
+
+    def _writer(self, logdir: Path) -> Any:
+        if logdir not in self._writers:
             from tensorboardX import SummaryWriter  # imported only by runs that write
 
-            self._writer = SummaryWriter(str(self.logdir))
-        for name, value in values.items():
-            self._writer.add_scalar(name, float(value), int(step))
-        self._writer.flush()
+            self._writers[logdir] = SummaryWriter(str(logdir))
+        return self._writers[logdir]
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        used = set()
+        for tag, value in values.items():
+            group, _, name = tag.partition("/")
+            logdir = self.root / self.run
+            if group.startswith("level_") and name:
+                logdir, tag = self.root / group / self.run, name
+            self._writer(logdir).add_scalar(tag, float(value), int(step))
+            used.add(logdir)
+        for logdir in used:
+            self._writers[logdir].flush()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()

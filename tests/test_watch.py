@@ -48,9 +48,13 @@ def test_event_files_hold_the_epoch_and_level_curves(finished: Path) -> None:
     rows = [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
     for replicate in (0, 1):
         scalars = read_scalars(finished / "tb" / f"replicate_{replicate}")
-        assert [step for step, _ in scalars["level_00/train_loss"]] == [1, 2, 3]
-        assert {s for s, _ in scalars["level_03/learning_rate"]} == {1, 2, 3}
-        assert [step for step, _ in scalars["level_02/seconds_per_epoch"]] == [2, 3]
+        # Each level a TensorBoard run of its own, with the same tags: one chart per curve.
+        levels = {level: read_scalars(finished / "tb" / f"level_{level:02d}" /
+                                      f"replicate_{replicate}") for level in range(4)}
+        assert all(set(levels[level]) == set(levels[0]) for level in levels)
+        assert [step for step, _ in levels[0]["train_loss"]] == [1, 2, 3]
+        assert {s for s, _ in levels[3]["learning_rate"]} == {1, 2, 3}
+        assert [step for step, _ in levels[2]["seconds_per_epoch"]] == [2, 3]
         mine = [r for r in rows if r["replicate"] == replicate]
         for name in ("test_error", "test_ece_15", "test_noisy_ece_15",
                      "train_error_noisy_subset", "remaining_weights"):
@@ -90,6 +94,7 @@ def test_print_config_writes_nothing(finished: Path, tmp_path: Path) -> None:
     assert tree_digests(finished, skip="nothing") == before
 
 
+@pytest.mark.slow
 def test_report_reads_and_writes_only_figures_and_its_csv(finished: Path, tmp_path: Path) -> None:
     before = tree_digests(finished)
     csv_path = tmp_path / "table.csv"
