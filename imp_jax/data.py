@@ -137,13 +137,23 @@ def _import_tfds() -> ModuleType:
     read from its files (see :func:`_import_tensorflow`)."""
     import tensorflow_datasets as tfds
 
-    tfds.disable_progress_bar()
+    # The bar is TensorFlow's: without TensorFlow (a run on prepared data) there is none.
+    with contextlib.suppress(AttributeError, ImportError):
+        tfds.disable_progress_bar()
     return tfds
 
 
 def _import_tensorflow() -> None:
-    """Imports TensorFlow kept off every GPU, before tensorflow-datasets first uses it."""
-    import tensorflow as tf
+    """Imports TensorFlow kept off every GPU, before tensorflow-datasets first uses it.
+
+    Raises:
+      ValueError: TensorFlow is not installed (it is the ``prepare`` extra).
+    """
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ValueError(f"preparing a dataset, or reading one prepared without imp_jax's array "
+                         f"cache, needs TensorFlow ({e}): pip install 'imp_jax[prepare]'") from e
 
     # TensorFlow would otherwise reserve the GPUs' memory and starve JAX. It raises if its
     # devices are already initialised in this process; then it is too late to change anything.
