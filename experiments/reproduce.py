@@ -79,8 +79,8 @@ def main(argv: list[str]) -> int:
         if _REPORT_ONLY.value:  # a directory holding another sweep is refused all the same
             for s in sweeps:
                 sweep_lib.check_sweep_dir(out / s.key, s.config, sweep_lib.points(s.config))
-        finished = not _REPORT_ONLY.value and reproduce_lib.run(
-            sweeps, out, **_JOBS.launch())
+        finished = (reproduce_lib.all_finished(sweeps, out) if _REPORT_ONLY.value else
+                    reproduce_lib.run(sweeps, out, **_JOBS.launch()))
         tables, figures = reproduce_lib.claim_tables(sweeps, out, chosen)
         progress = reproduce_lib.progress_line(sweeps, out)
         path = reproduce_lib.write_report(tables, figures, out, scale=scale, progress=progress,

@@ -444,6 +444,12 @@ def write_report(tables: Sequence[Table], figures: Mapping[str, Sequence[str]], 
     return path
 
 
+def all_finished(sweeps: Sequence[StudySweep], out: Path) -> bool:
+    """Whether every point of the sweeps under ``out`` is finished."""
+    done, total = _points_done(sweeps, out)
+    return done == total
+
+
 def progress_line(sweeps: Sequence[StudySweep], out: Path) -> str:
     """Points finished over the whole study, as the report states it."""
     done, total = _points_done(sweeps, out)
