@@ -6,16 +6,20 @@ excluded layers) stay all-true. Which leaves are prunable is described by a hash
 :class:`PrunableSpec`, so it can be a static argument of ``jax.jit``.
 
 Everything here is a pure function over pytrees and works on any params tree (Flax, Equinox,
-nested dicts): this module imports only jax, numpy and optax.
+nested dicts): this module imports only jax, numpy and optax. Leaves that are not arrays (an
+Equinox module's activation functions, say) are passed through: their mask leaf is ``None``, as in
+``equinox.filter(model, equinox.is_array)``.
 
 Typical use::
 
     spec = masks.PrunableSpec(exclude=(r"Dense_2/",))     # keep the output layer dense
     mask = masks.ones_like(params)
-    opt = masks.masked_optimizer(optax.sgd(0.1, momentum=0.9))
-    ...                                                     # train with opt.update(..., masks=mask)
+    tx = masks.wrap_optax(optax.sgd(0.1, momentum=0.9), mask)
+    ...                                                     # train with tx as any optax optimizer
     mask = masks.prune_global(params, mask, 0.2, spec)     # remove 20% of what remains
     params = masks.apply_mask(params, mask)
+    opt_state = masks.set_mask(opt_state, mask)             # the optimizer's state is kept
+    print(masks.summary(mask, spec))
 """
 
 from __future__ import annotations
@@ -23,14 +27,23 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import functools
+import math
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+__all__ = [
+    "COUNTS", "DEFAULT_SPEC", "DISTRIBUTIONS", "Count", "Distribution", "LeafCount", "Mask",
+    "MaskSummary", "MaskedOptState", "PrunableSpec", "PyTree", "apply_mask", "check_mask",
+    "count", "get_mask", "layer_sparsities", "leaf_paths", "masked_optimizer", "num_to_prune",
+    "ones_like", "overlap", "prune_global", "prune_layerwise", "prune_random_global",
+    "prune_random_layerwise", "prune_to", "set_mask", "step_size", "summary", "wrap_optax",
+]
 
 PyTree = Any
 Mask = PyTree
@@ -39,7 +52,11 @@ Mask = PyTree
 # ceil(p * n / q) is then computed exactly in int32 inside jit, for any n < 2**31.
 _MAX_DENOMINATOR = 10_000
 # How many weights a pruning step removes: see num_to_prune.
-COUNTS = ("exact", "openlth")
+Count = Literal["exact", "openlth"]
+COUNTS: tuple[str, ...] = get_args(Count)
+# How prune_to spreads a target sparsity over the prunable leaves.
+Distribution = Literal["global", "uniform", "erk"]
+DISTRIBUTIONS: tuple[str, ...] = get_args(Distribution)
 _INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -123,19 +140,42 @@ class PrunableSpec:
 DEFAULT_SPEC = PrunableSpec()
 
 
+def _is_array(x: Any) -> bool:
+    # As equinox.is_array: Python scalars, functions and strings are not weights.
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct))
+
+
+def _arrays_only(tree: PyTree) -> PyTree:
+    """``tree`` with its non-array leaves replaced by ``None``: the structure of its mask."""
+    return jax.tree_util.tree_map(lambda x: x if _is_array(x) else None, tree)
+
+
 def ones_like(params: PyTree) -> Mask:
-    """An all-true mask for ``params`` (nothing pruned)."""
-    return jax.tree_util.tree_map(lambda x: jnp.ones(jnp.shape(x), dtype=bool), params)
+    """An all-true mask for ``params`` (nothing pruned); ``None`` for non-array leaves."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.ones(jnp.shape(x), dtype=bool) if _is_array(x) else None, params)
 
 
 def check_mask(params: PyTree, mask: Mask) -> None:
-    """Raises ValueError unless ``mask`` has ``params``'s tree structure, shapes and bool leaves."""
-    p_def, m_def = jax.tree_util.tree_structure(params), jax.tree_util.tree_structure(mask)
-    if p_def != m_def:
+    """Raises ValueError unless ``mask`` has ``params``'s tree structure, shapes and bool leaves.
+
+    A non-array leaf of ``params`` must have ``None`` as its mask leaf (see :func:`ones_like`).
+    """
+    p_leaves, p_def = jax.tree_util.tree_flatten(params)
+    try:
+        m_leaves = p_def.flatten_up_to(mask)
+    except (ValueError, TypeError):
         raise ValueError(
-            f"mask tree structure does not match the params: expected {p_def}, got {m_def}")
-    for path, p, m in zip(leaf_paths(params), jax.tree_util.tree_leaves(params),
-                          jax.tree_util.tree_leaves(mask), strict=True):
+            f"mask tree structure does not match the params: expected {p_def}, "
+            f"got {jax.tree_util.tree_structure(mask)}") from None
+    for path, p, m in zip(leaf_paths(params), p_leaves, m_leaves, strict=True):
+        if not _is_array(p):
+            if m is not None:
+                raise ValueError(f"mask leaf {path!r} must be None: the param is not an array "
+                                 f"({type(p).__name__})")
+            continue
+        if not _is_array(m):
+            raise ValueError(f"mask leaf {path!r} is {type(m).__name__}, expected a bool array")
         if jnp.shape(p) != jnp.shape(m):
             raise ValueError(
                 f"mask leaf {path!r} has shape {jnp.shape(m)}, expected the param's "
@@ -145,9 +185,11 @@ def check_mask(params: PyTree, mask: Mask) -> None:
 
 
 def apply_mask(params: PyTree, mask: Mask) -> PyTree:
-    """Returns ``params`` with pruned entries set to exactly zero (dtypes preserved)."""
+    """Returns ``params`` with pruned entries set to exactly zero (dtypes preserved); non-array
+    leaves are returned as they are."""
     check_mask(params, mask)
-    return jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+    return jax.tree_util.tree_map(
+        lambda p, m: p if m is None else jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,21 +207,103 @@ def _prunable_leaves(mask: Mask, spec: PrunableSpec) -> tuple[list[str], list[ja
     return [p for p, _ in pairs], [m for _, m in pairs]
 
 
+def _traced(leaves: Sequence[Any]) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in leaves)
+
+
 def count(mask: Mask, spec: PrunableSpec = DEFAULT_SPEC) -> dict[str, Any]:
     """Counts remaining and total prunable weights, overall and per prunable leaf.
 
     Returns:
-      ``{"remaining": int32, "total": int, "sparsity": float32, "per_leaf": {path: (remaining,
-      total)}}``; ``remaining`` values are jax scalars (so this works under jit), totals are
-      Python ints (they depend on shapes only).
+      ``{"remaining": int, "total": int, "sparsity": float, "per_leaf": {path: (remaining,
+      total)}}``, plain Python numbers. Under a trace (jit, vmap), where the remaining counts are
+      not known yet, the remaining counts are int32 scalars and the sparsity a float32 scalar;
+      totals are Python ints either way (they depend on shapes only).
     """
     paths, leaves = _prunable_leaves(mask, spec)
-    per_leaf = {p: (jnp.sum(m, dtype=jnp.int32), int(np.size(m))) for p, m in zip(paths, leaves,
-                                                                                  strict=True)}
-    remaining = sum(r for r, _ in per_leaf.values())
-    total = sum(t for _, t in per_leaf.values())
-    return {"remaining": remaining, "total": total,
-            "sparsity": 1.0 - remaining.astype(jnp.float32) / total, "per_leaf": per_leaf}
+    totals = [int(np.size(m)) for m in leaves]
+    total = sum(totals)
+    if _traced(leaves):
+        kept = [jnp.sum(m, dtype=jnp.int32) for m in leaves]
+        remaining = sum(kept)
+        sparsity = (total - remaining).astype(jnp.float32) / total
+    else:
+        kept = [int(np.count_nonzero(np.asarray(m))) for m in leaves]
+        remaining = sum(kept)
+        sparsity = (total - remaining) / total
+    return {"remaining": remaining, "total": total, "sparsity": sparsity,
+            "per_leaf": dict(zip(paths, zip(kept, totals, strict=True), strict=True))}
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafCount:
+    """The remaining and total weights of one prunable leaf (see :func:`summary`)."""
+
+    path: str
+    remaining: int
+    total: int
+
+    @property
+    def sparsity(self) -> float:
+        """The fraction of the leaf's weights pruned."""
+        return (self.total - self.remaining) / self.total if self.total else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSummary:
+    """Per-leaf and total counts of a mask's prunable weights; ``str()`` gives a table.
+
+    Attributes:
+      leaves: one :class:`LeafCount` per prunable leaf, in ``tree_leaves`` order.
+    """
+
+    leaves: tuple[LeafCount, ...]
+
+    @property
+    def remaining(self) -> int:
+        """Prunable weights still in the mask."""
+        return sum(c.remaining for c in self.leaves)
+
+    @property
+    def total(self) -> int:
+        """All prunable weights."""
+        return sum(c.total for c in self.leaves)
+
+    @property
+    def sparsity(self) -> float:
+        """The fraction of the prunable weights pruned."""
+        return (self.total - self.remaining) / self.total if self.total else 0.0
+
+    def __str__(self) -> str:
+        cells = [("leaf", "remaining", "total", "sparsity")]
+        cells += [(c.path, str(c.remaining), str(c.total), f"{100 * c.sparsity:.2f}%")
+                  for c in (*self.leaves, LeafCount("total", self.remaining, self.total))]
+        widths = [max(len(row[j]) for row in cells) for j in range(4)]
+        lines = ["  ".join([row[0].ljust(widths[0])] + [x.rjust(w) for x, w in
+                                                         zip(row[1:], widths[1:], strict=True)])
+                 for row in cells]
+        return "\n".join([*lines[:-1], "-" * len(lines[0]), lines[-1]])
+
+
+def summary(mask: Mask, spec: PrunableSpec = DEFAULT_SPEC) -> MaskSummary:
+    """Per-leaf and total sparsity of the prunable weights of ``mask``, as plain integers.
+
+    ``print(summary(mask))`` shows a table::
+
+        leaf            remaining  total  sparsity
+        Dense_0/kernel         13     24    45.83%
+        Dense_1/kernel          4      8    50.00%
+        ------------------------------------------
+        total                  17     32    46.88%
+
+    Raises:
+      TypeError: under a trace (jit, vmap), where the counts are not known; use :func:`count`.
+    """
+    paths, leaves = _prunable_leaves(mask, spec)
+    if _traced(leaves):
+        raise TypeError("summary needs a concrete mask; under jit or vmap use masks.count")
+    return MaskSummary(tuple(LeafCount(p, int(np.count_nonzero(np.asarray(m))), int(np.size(m)))
+                             for p, m in zip(paths, leaves, strict=True)))
 
 
 def overlap(a: Mask, b: Mask, spec: PrunableSpec = DEFAULT_SPEC) -> jax.Array:
@@ -289,7 +413,7 @@ def _step(frac: fractions.Fraction, base: Any, count: str) -> Any:
     return _num_to_prune(frac, base) + (1 if count == "openlth" else 0)
 
 
-def step_size(fraction: float, remaining: int, prunable: int, count: str = "exact") -> int:
+def step_size(fraction: float, remaining: int, prunable: int, count: Count = "exact") -> int:
     """How many weights a global pruning step removes, from the counts alone: ``remaining``
     kernel weights in the mask (excluded ones included) and ``prunable`` of them (see
     :func:`num_to_prune`). Plain integers: for planning levels ahead without masks."""
@@ -318,7 +442,7 @@ def _group_counts(mask: Mask, fraction: float, spec: PrunableSpec, layerwise: bo
 
 
 def num_to_prune(mask: Mask, fraction: float, spec: PrunableSpec = DEFAULT_SPEC,
-                 count: str = "exact", layerwise: bool = False) -> tuple[jax.Array, jax.Array]:
+                 count: Count = "exact", layerwise: bool = False) -> tuple[jax.Array, jax.Array]:
     """How many weights one pruning step removes from ``mask``, and how many are prunable now.
 
     ``count="exact"`` removes ``ceil(fraction * prunable remaining)``. ``count="openlth"``
@@ -373,12 +497,15 @@ def _prune_checked(source: PyTree, mask: Mask, fraction: float, spec: PrunableSp
                    layerwise: bool, count: str, random: bool) -> Mask:
     _check_count(count)
     _check_fraction(fraction)
+    if not random:
+        check_mask(source, mask)
+        source = _arrays_only(source)  # functions and other non-arrays cannot enter jit
     _check_enough(mask, fraction, spec, layerwise, count)
     return _pruned(source, mask, fraction, spec, layerwise, count, random)
 
 
 def prune_global(params: PyTree, mask: Mask, fraction: float,
-                 spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
+                 spec: PrunableSpec = DEFAULT_SPEC, count: Count = "exact") -> Mask:
     """Global magnitude pruning: removes ``ceil(fraction * remaining)`` prunable weights.
 
     The kept prunable weights with the smallest ``|w|``, ranked across all prunable leaves together
@@ -407,7 +534,7 @@ def prune_global(params: PyTree, mask: Mask, fraction: float,
 
 
 def prune_layerwise(params: PyTree, mask: Mask, fraction: float,
-                    spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
+                    spec: PrunableSpec = DEFAULT_SPEC, count: Count = "exact") -> Mask:
     """Layerwise magnitude pruning: ``ceil(fraction * remaining)`` removed in each prunable leaf
     (plus one with ``count="openlth"``)."""
     return _prune_checked(params, mask, fraction, spec, True, count, False)
@@ -423,17 +550,203 @@ def _random_keys(key: jax.Array, mask: Mask) -> PyTree:
 
 
 def prune_random_global(key: jax.Array, mask: Mask, fraction: float,
-                        spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
+                        spec: PrunableSpec = DEFAULT_SPEC, count: Count = "exact") -> Mask:
     """Random pruning control: removes as many kept weights as :func:`prune_global` would, chosen
     uniformly at random over all prunable leaves together."""
     return _prune_checked(key, mask, fraction, spec, False, count, True)
 
 
 def prune_random_layerwise(key: jax.Array, mask: Mask, fraction: float,
-                           spec: PrunableSpec = DEFAULT_SPEC, count: str = "exact") -> Mask:
+                           spec: PrunableSpec = DEFAULT_SPEC, count: Count = "exact") -> Mask:
     """Random pruning control with as many weights removed in every prunable leaf as
     :func:`prune_layerwise` would."""
     return _prune_checked(key, mask, fraction, spec, True, count, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruning to a target sparsity.
+
+
+def _check_sparsity(sparsity: Any, what: str = "sparsity") -> fractions.Fraction:
+    if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
+            or not 0.0 <= sparsity < 1.0):
+        raise ValueError(f"{what} must be a number in [0, 1), got {sparsity!r}")
+    return fractions.Fraction(sparsity).limit_denominator(_MAX_DENOMINATOR)
+
+
+def _ceil(frac: fractions.Fraction, n: int) -> int:
+    return -(-frac.numerator * n // frac.denominator)
+
+
+def _erk_kept(shapes: Sequence[tuple[int, ...]], keep: int, power_scale: float) -> list[int]:
+    """How many weights each leaf keeps under Erdos-Renyi-Kernel, ``keep`` in all.
+
+    A leaf of shape ``(d_1, ..., d_k)`` keeps a fraction ``eps * (sum(d) / prod(d)) **
+    power_scale`` of its weights (RigL, Evci et al. 2020); leaves whose fraction would exceed 1
+    are kept dense and ``eps`` is solved again over the others. The fractional parts go to the
+    leaves with the largest remainders, so the counts add up to ``keep`` exactly.
+    """
+    sizes = [math.prod(s) for s in shapes]
+    raw = [(sum(s) / n) ** power_scale if n else 0.0 for s, n in zip(shapes, sizes, strict=True)]
+    dense: set[int] = set()
+    while True:
+        rest = [i for i in range(len(sizes)) if i not in dense and sizes[i]]
+        budget = keep - sum(sizes[i] for i in dense)
+        divisor = sum(raw[i] * sizes[i] for i in rest)
+        eps = budget / divisor if divisor else 0.0
+        # A small tolerance: the last free leaf's exact fraction is <= 1, whatever the rounding.
+        over = [i for i in rest if eps * raw[i] > 1.0 + 1e-12]
+        if not over:
+            break
+        top = max(raw[i] for i in over)
+        dense.update(i for i in rest if raw[i] == top)
+    share = [float(sizes[i]) if i in dense else eps * raw[i] * sizes[i]
+             for i in range(len(sizes))]
+    kept = [min(n, math.floor(x)) for n, x in zip(sizes, share, strict=True)]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (kept[i] - share[i], i))
+    while sum(kept) != keep:
+        step = 1 if sum(kept) < keep else -1
+        for i in by_remainder if step > 0 else reversed(by_remainder):
+            if sum(kept) != keep and 0 <= kept[i] + step <= sizes[i]:
+                kept[i] += step
+    return kept
+
+
+def _prunable_shapes(tree: PyTree, spec: PrunableSpec) -> tuple[list[int], list[str],
+                                                                list[tuple[int, ...]]]:
+    """Indices (in the mask's ``tree_leaves`` order), paths and shapes of the prunable leaves."""
+    mask_like = _arrays_only(tree)
+    flags = spec.flags(mask_like)
+    if not any(flags):
+        raise ValueError(
+            f"nothing to prune: no leaf has ndim >= {spec.min_ndim} outside the exclusions "
+            f"{spec.exclude}; leaves are {leaf_paths(mask_like)}")
+    leaves, paths = jax.tree_util.tree_leaves(mask_like), leaf_paths(mask_like)
+    idx = [i for i, f in enumerate(flags) if f]
+    return idx, [paths[i] for i in idx], [tuple(jnp.shape(leaves[i])) for i in idx]
+
+
+def _targets(tree: PyTree, sparsity: float | Mapping[str, float], spec: PrunableSpec,
+             distribution: str, erk_power_scale: float) -> tuple[tuple[tuple[int, ...], int], ...]:
+    """The pruning plan: groups of leaf indices and how many weights each group has pruned at
+    the target (Python ints, from shapes only)."""
+    idx, paths, shapes = _prunable_shapes(tree, spec)
+    sizes = [math.prod(s) for s in shapes]
+    if isinstance(sparsity, Mapping):
+        if distribution != "global":
+            raise ValueError("a mapping of per-leaf sparsities is a distribution of its own: "
+                             f"leave distribution out, got {distribution!r}")
+        unknown = sorted(set(sparsity) - set(paths))
+        if unknown:
+            raise ValueError(f"sparsity names leaves that are not prunable: {unknown}; the "
+                             f"prunable leaves are {paths}")
+        return tuple(((i,), _ceil(_check_sparsity(sparsity[p], f"sparsity[{p!r}]"), n))
+                     for i, p, n in zip(idx, paths, sizes, strict=True) if p in sparsity)
+    frac = _check_sparsity(sparsity)
+    if distribution == "global":
+        return ((tuple(idx), _ceil(frac, sum(sizes))),)
+    if distribution == "uniform":
+        return tuple(((i,), _ceil(frac, n)) for i, n in zip(idx, sizes, strict=True))
+    if distribution == "erk":
+        if not erk_power_scale >= 0:
+            raise ValueError(f"erk_power_scale must be >= 0, got {erk_power_scale!r}")
+        kept = _erk_kept(shapes, sum(sizes) - _ceil(frac, sum(sizes)), erk_power_scale)
+        return tuple(((i,), n - k) for i, n, k in zip(idx, sizes, kept, strict=True))
+    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+
+
+def layer_sparsities(tree: PyTree, sparsity: float, distribution: Distribution = "erk",
+                     spec: PrunableSpec = DEFAULT_SPEC, *,
+                     erk_power_scale: float = 1.0) -> dict[str, float]:
+    """The sparsity :func:`prune_to` gives each prunable leaf for a per-leaf distribution.
+
+    ``"uniform"``: every prunable leaf at ``sparsity``. ``"erk"`` (Erdos-Renyi-Kernel, as in RigL
+    and jaxpruner): a leaf of shape ``(d_1, ..., d_k)`` keeps a fraction proportional to
+    ``(sum(d) / prod(d)) ** erk_power_scale``, so small layers stay denser; layers that would be
+    denser than dense are kept whole; the leaves' counts add up to the global target
+    ``ceil(sparsity * prunable weights)`` exactly. (``"global"`` has no per-leaf targets: the
+    magnitudes decide.)
+
+    Args:
+      tree: params or a mask; only the shapes are read.
+      sparsity: the target fraction in [0, 1) of all prunable weights pruned.
+      distribution: ``"uniform"`` or ``"erk"``.
+      spec: which leaves are prunable.
+      erk_power_scale: the exponent of the ERK ratio; below 1 makes ERK closer to uniform.
+
+    Returns:
+      ``{path: pruned weights / weights}`` for every prunable leaf.
+    """
+    if distribution == "global":
+        raise ValueError("the global distribution has no per-leaf sparsities: magnitudes ranked "
+                         "across the leaves decide; use 'uniform' or 'erk'")
+    _, paths, shapes = _prunable_shapes(tree, spec)
+    plan = _targets(tree, sparsity, spec, distribution, erk_power_scale)
+    return {p: n / math.prod(s) if math.prod(s) else 0.0
+            for p, s, (_, n) in zip(paths, shapes, plan, strict=True)}
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _pruned_to(params: PyTree, mask: Mask, plan: tuple[tuple[tuple[int, ...], int], ...]) -> Mask:
+    keys = jax.tree_util.tree_leaves(_magnitude_keys(params))
+    leaves = [jnp.asarray(m) for m in jax.tree_util.tree_leaves(mask)]
+    for group, target in plan:
+        size = sum(leaves[i].size for i in group)
+        kept = sum(jnp.sum(leaves[i], dtype=jnp.int32) for i in group)
+        # A group already sparser than its target is left as it is: masks only shrink.
+        n = jnp.maximum(target - (size - kept), 0)
+        for i, m in zip(group, _prune_smallest([keys[i] for i in group],
+                                               [leaves[i] for i in group], n), strict=True):
+            leaves[i] = m
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(mask), leaves)
+
+
+def prune_to(params: PyTree, mask: Mask, sparsity: float | Mapping[str, float],
+             spec: PrunableSpec = DEFAULT_SPEC, distribution: Distribution = "global", *,
+             erk_power_scale: float = 1.0) -> Mask:
+    """Magnitude pruning to a target sparsity of the prunable weights (not a step of a fraction
+    of what remains, as :func:`prune_global`).
+
+    The kept prunable weights with the smallest ``|w|`` are removed until ``sparsity`` is
+    reached, counted as :func:`prune_global` counts (``ceil(sparsity * weights)`` pruned, the
+    sparsity read as the nearest rational with denominator <= 10 000, exact with ties); pruned
+    weights stay pruned. From an all-true mask, ``prune_to(params, mask, s)`` equals
+    ``prune_global(params, mask, s)``.
+
+    Args:
+      params: the trained params; non-array leaves are passed through.
+      mask: the current mask (see :func:`check_mask`).
+      sparsity: the target fraction in [0, 1) of pruned weights; or a mapping from leaf paths
+        (see :func:`leaf_paths`; prunable leaves only) to each leaf's own target, the leaves not
+        named being left as they are.
+      spec: which leaves are prunable.
+      distribution: how a single target is spread over the leaves: ``"global"`` ranks all
+        prunable weights together on raw magnitudes (no per-layer normalisation); ``"uniform"``
+        prunes every leaf to ``sparsity``; ``"erk"`` gives each leaf the Erdos-Renyi-Kernel share
+        (see :func:`layer_sparsities`) and ranks within each leaf.
+      erk_power_scale: the exponent of the ERK ratio.
+
+    Returns:
+      The new mask. Jittable with ``sparsity``, ``spec`` and ``distribution`` static (a mapping
+      is not hashable: close over it, ``jax.jit(lambda p, m: prune_to(p, m, targets))``).
+
+    Raises:
+      ValueError: on a concrete mask already sparser than the target (in a leaf, for the
+        per-leaf distributions); under a trace such a leaf is left as it is.
+    """
+    check_mask(params, mask)
+    plan = _targets(mask, sparsity, spec, distribution, erk_power_scale)
+    leaves = jax.tree_util.tree_leaves(mask)
+    if not _traced(leaves):
+        paths = leaf_paths(mask)
+        for group, target in plan:
+            pruned = sum(int(np.size(leaves[i])) - int(np.count_nonzero(np.asarray(leaves[i])))
+                         for i in group)
+            if pruned > target:
+                where = f"leaf {paths[group[0]]!r}" if len(group) == 1 else "the prunable leaves"
+                raise ValueError(f"the mask already has {pruned} weights pruned in {where}, more "
+                                 f"than the target's {target}: masks only shrink")
+    return _pruned_to(_arrays_only(params), mask, plan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,3 +779,139 @@ def masked_optimizer(inner: optax.GradientTransformation) -> optax.GradientTrans
         return apply_mask(updates, masks), state
 
     return optax.GradientTransformationExtraArgs(inner.init, update)
+
+
+class MaskedOptState(NamedTuple):
+    """The state of :func:`wrap_optax`: the inner optimizer's state and the current mask."""
+
+    inner_state: optax.OptState
+    mask: Mask
+
+
+def _check_like(params: PyTree, mask: Mask) -> None:
+    """:func:`check_mask`, or, where ``params`` wraps its arrays in pytree nodes of its own
+    (``flax.nnx.Variable``), the same array leaves in the same order with the same shapes."""
+    try:
+        check_mask(params, mask)
+        return
+    except ValueError as error:
+        strict = error
+    arrays = [x for x in jax.tree_util.tree_leaves(params) if _is_array(x)]
+    leaves = jax.tree_util.tree_leaves(mask)
+    if len(arrays) != len(leaves) or any(
+            not _is_array(m) or jnp.shape(m) != jnp.shape(p) or jnp.result_type(m) != jnp.bool_
+            for p, m in zip(arrays, leaves, strict=True)):
+        raise strict
+
+
+def wrap_optax(inner: optax.GradientTransformation,
+               mask: Mask | None = None) -> optax.GradientTransformationExtraArgs:
+    """An optax optimizer that trains only the weights ``mask`` keeps; the mask lives in its state.
+
+    A drop-in for any loop that takes an optax optimizer (``flax.training.train_state.TrainState``,
+    ``flax.nnx.Optimizer``, an Equinox or plain JAX loop): ``update`` needs no extra argument.
+    Gradients of pruned weights are zeroed before ``inner`` sees them (momentum or Adam statistics
+    never accumulate for them) and their updates are replaced by ``-params``, so that
+    ``optax.apply_updates`` lands every pruned weight on exactly 0, whatever ``inner`` does
+    (weight decay included), even a weight pruned since the last step. Called without ``params``,
+    the updates of pruned weights are zero instead: they stay where they are (0 if the params were
+    masked with :func:`apply_mask`).
+
+    After pruning, put the new mask in with :func:`set_mask`: the inner state (momentum, Adam
+    moments, step counts) is kept. With params that are already masked, it does the arithmetic of
+    :func:`masked_optimizer` given the same mask (equal bit for bit when run op by op).
+
+    Args:
+      inner: any optax optimizer (``GradientTransformationExtraArgs`` extra arguments are passed
+        on).
+      mask: the mask to train with, as :func:`ones_like` makes it for the params (a mask built
+        from ``nnx.state(model, nnx.Param)`` fits ``nnx.Optimizer``); ``None``: all-true, built by
+        ``init``.
+
+    Returns:
+      The wrapped optimizer; its state is a :class:`MaskedOptState`.
+
+    Example::
+
+        tx = masks.wrap_optax(optax.adamw(1e-3), mask)
+        state = TrainState.create(apply_fn=model.apply, params=masks.apply_mask(params, mask),
+                                  tx=tx)
+        ...                                         # state.apply_gradients(grads=grads)
+        mask = masks.prune_global(state.params, mask, 0.2)
+        state = state.replace(params=masks.apply_mask(state.params, mask),
+                              opt_state=masks.set_mask(state.opt_state, mask))
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init(params: PyTree) -> MaskedOptState:
+        m = ones_like(params) if mask is None else mask
+        _check_like(params, m)
+        return MaskedOptState(inner.init(params), jax.tree_util.tree_map(jnp.asarray, m))
+
+    def update(updates: PyTree, state: MaskedOptState, params: PyTree | None = None,
+               **extra: Any) -> tuple[PyTree, MaskedOptState]:
+        m = state.mask
+        updates, inner_state = inner.update(apply_mask(updates, m), state.inner_state, params,
+                                            **extra)
+        if params is None:
+            updates = apply_mask(updates, m)
+        else:
+            check_mask(updates, m)
+            updates = jax.tree_util.tree_map(
+                lambda u, k, p: u if k is None else jnp.where(k, u, -p.astype(u.dtype)),
+                updates, m, _arrays_only(params))
+        return updates, MaskedOptState(inner_state, m)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _is_masked_state(x: Any) -> bool:
+    return isinstance(x, MaskedOptState)
+
+
+def _masked_states(opt_state: PyTree) -> list[MaskedOptState]:
+    found = []
+    jax.tree_util.tree_map(lambda x: found.append(x) if _is_masked_state(x) else None,
+                           opt_state, is_leaf=_is_masked_state)
+    if not found:
+        raise ValueError("opt_state holds no masks.wrap_optax state: pass the state of an "
+                         "optimizer built with masks.wrap_optax")
+    return found
+
+
+def get_mask(opt_state: PyTree) -> Mask:
+    """The mask in the state of a :func:`wrap_optax` optimizer (found anywhere inside
+    ``opt_state``, e.g. under ``optax.chain``); as stored, so under ``nnx.Optimizer`` its arrays
+    sit in ``nnx`` variables (``nnx.as_pure`` unwraps them)."""
+    states = _masked_states(opt_state)
+    if len(states) > 1:
+        raise ValueError(f"opt_state holds {len(states)} masks.wrap_optax states; take the one "
+                         "you mean from it")
+    return states[0].mask
+
+
+def set_mask(opt_state: PyTree, mask: Mask) -> PyTree:
+    """``opt_state`` with ``mask`` in place of the :func:`wrap_optax` optimizer's mask.
+
+    Everything else is kept: momentum, Adam moments and step counts carry on. The next update
+    sets the newly pruned weights to zero (given ``params``); apply the mask to the params as
+    well (:func:`apply_mask`) so the forward pass sees them pruned at once. Works inside jit;
+    with ``nnx.Optimizer``, ``optimizer.opt_state = masks.set_mask(optimizer.opt_state, mask)``.
+
+    Raises:
+      ValueError: if ``opt_state`` holds no :func:`wrap_optax` state, or ``mask`` does not fit
+        the mask it holds (structure, shapes, bool).
+    """
+    _masked_states(opt_state)
+
+    def swap(state: Any) -> Any:
+        if not _is_masked_state(state):
+            return state
+        _check_like(state.mask, mask)
+        # The old mask's tree, so wrappers (nnx variables) and their metadata are kept.
+        old = jax.tree_util.tree_structure(state.mask)
+        new = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(mask)]
+        return state._replace(mask=jax.tree_util.tree_unflatten(old, new))
+
+    return jax.tree_util.tree_map(swap, opt_state, is_leaf=_is_masked_state)
+

@@ -91,6 +91,7 @@ def test_fraction_is_exact_for_decimal_fractions():
 
 @given(param_trees(), st.sampled_from([0.2, 0.5]))
 @settings(max_examples=6, deadline=None)
+@pytest.mark.slow
 def test_jit_and_vmap_match_eager(params, fraction):
     mask = masks.ones_like(params)
     eager = masks.prune_global(params, mask, fraction)
@@ -336,3 +337,206 @@ def test_openlth_count_refuses_more_than_remains():
         masks.prune_global(params, mask, 0.2, spec, count="openlth")
     with pytest.raises(ValueError, match="count must be one of"):
         masks.prune_global(params, mask, 0.2, spec, count="round")
+
+
+# -- count and summary -------------------------------------------------------------------------
+
+
+def _two_layers():
+    return {"a": {"kernel": jnp.arange(12.0).reshape(3, 4), "bias": jnp.zeros(4)},
+            "b": {"kernel": jnp.full((4, 2), 100.0)}}
+
+
+def test_count_gives_plain_numbers_and_scalars_under_jit():
+    params = _two_layers()
+    mask = masks.prune_global(params, masks.ones_like(params), 0.25)
+    c = masks.count(mask)
+    assert c == {"remaining": 15, "total": 20, "sparsity": 0.25,
+                 "per_leaf": {"a/kernel": (7, 12), "b/kernel": (8, 8)}}
+    assert {type(c["remaining"]), type(c["total"]), *map(type, c["per_leaf"]["a/kernel"])} == {int}
+    traced = jax.jit(lambda m: masks.count(m))(mask)
+    assert int(traced["remaining"]) == 15 and float(traced["sparsity"]) == 0.25
+
+
+def test_summary_table():
+    params = _two_layers()
+    s = masks.summary(masks.prune_global(params, masks.ones_like(params), 0.25))
+    assert (s.remaining, s.total, s.sparsity) == (15, 20, 0.25)
+    assert [(c.path, c.remaining, c.total) for c in s.leaves] == [("a/kernel", 7, 12),
+                                                                  ("b/kernel", 8, 8)]
+    assert str(s) == "\n".join([
+        "leaf      remaining  total  sparsity",
+        "a/kernel          7     12    41.67%",
+        "b/kernel          8      8     0.00%",
+        "------------------------------------",
+        "total            15     20    25.00%"])
+    with pytest.raises(TypeError, match="concrete mask"):
+        jax.jit(lambda m: masks.summary(m).remaining)(masks.ones_like(params))
+
+
+# -- leaves that are not arrays ----------------------------------------------------------------
+
+
+def test_non_array_leaves_are_passed_through():
+    params = {"d": {"kernel": jnp.arange(1.0, 13.0).reshape(3, 4), "bias": jnp.ones(4)},
+              "act": jax.nn.relu, "name": "mlp", "rate": 0.5}
+    mask = masks.ones_like(params)
+    assert mask["act"] is None and mask["name"] is None and mask["rate"] is None
+    pruned = masks.prune_global(params, mask, 0.5)
+    chex.assert_trees_all_equal(pruned, masks.prune_to(params, mask, 0.5))
+    out = masks.apply_mask(params, pruned)
+    assert out["act"] is jax.nn.relu and out["name"] == "mlp" and out["rate"] == 0.5
+    np.testing.assert_array_equal(out["d"]["kernel"].ravel()[:6], 0.0)
+    assert masks.count(pruned)["remaining"] == 6
+    with pytest.raises(ValueError, match=r"mask leaf 'act' must be None"):
+        masks.check_mask(params, {**mask, "act": True})
+    with pytest.raises(ValueError, match=r"mask leaf 'd/bias' is NoneType, expected a bool"):
+        masks.check_mask(params, {**mask, "d": {"kernel": mask["d"]["kernel"], "bias": None}})
+
+
+# -- pruning to a target sparsity --------------------------------------------------------------
+
+
+@given(param_trees(), st.sampled_from([0.0, 0.3, 0.5, 0.9]))
+@settings(max_examples=6, deadline=None)
+def test_prune_to_from_dense_is_prune_global(params, sparsity):
+    ones = masks.ones_like(params)
+    chex.assert_trees_all_equal(masks.prune_to(params, ones, sparsity),
+                                masks.prune_global(params, ones, sparsity))
+
+
+def test_prune_to_reaches_the_target_and_masks_only_shrink():
+    rng = np.random.default_rng(3)
+    params = {"a": {"kernel": jnp.asarray(rng.normal(size=(20, 10)), jnp.float32)},
+              "b": {"kernel": jnp.asarray(rng.normal(size=(10, 5)), jnp.float32)}}
+    first = masks.prune_global(params, masks.ones_like(params), 0.2)
+    mask = masks.prune_to(params, first, 0.6)
+    assert masks.count(mask)["remaining"] == 250 - 150
+    for old, new in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(mask),
+                        strict=True):
+        assert not np.any(np.asarray(new) & ~np.asarray(old))
+    chex.assert_trees_all_equal(
+        jax.jit(lambda p, m: masks.prune_to(p, m, 0.6))(params, first), mask)
+    chex.assert_trees_all_equal(masks.prune_to(params, mask, 0.6), mask)  # already there
+    with pytest.raises(ValueError, match=r"already has 150 weights pruned .* target's 75"):
+        masks.prune_to(params, mask, 0.3)
+    # Under a trace the mask is left as it is.
+    chex.assert_trees_all_equal(jax.jit(lambda p, m: masks.prune_to(p, m, 0.3))(params, mask),
+                                mask)
+
+
+def test_prune_to_uniform_and_per_leaf_targets():
+    rng = np.random.default_rng(4)
+    params = {"a": {"kernel": jnp.asarray(rng.normal(size=(7, 9)), jnp.float32)},
+              "b": {"kernel": jnp.asarray(rng.normal(size=(9, 3)), jnp.float32)},
+              "c": {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+                    "bias": jnp.ones(2)}}
+    ones = masks.ones_like(params)
+    uniform = masks.prune_to(params, ones, 0.5, distribution="uniform")
+    for name, n in (("a", 63), ("b", 27), ("c", 6)):
+        kept = np.asarray(uniform[name]["kernel"])
+        assert (~kept).sum() == math.ceil(0.5 * n)
+        w = np.abs(np.asarray(params[name]["kernel"]))
+        assert w[~kept].max() <= w[kept].min()  # ranked within the leaf
+    assert masks.layer_sparsities(params, 0.5, "uniform") == {  # pruned / weights
+        "a/kernel": 32 / 63, "b/kernel": 14 / 27, "c/kernel": 3 / 6}
+
+    per_leaf = masks.prune_to(params, ones, {"a/kernel": 0.9, "c/kernel": 0.5})
+    assert {p: r for p, (r, _) in masks.count(per_leaf)["per_leaf"].items()} == {
+        "a/kernel": 63 - 57, "b/kernel": 27, "c/kernel": 3}
+    with pytest.raises(ValueError, match=r"not prunable: \['c/bias'\]"):
+        masks.prune_to(params, ones, {"c/bias": 0.5})
+    with pytest.raises(ValueError, match=r"not prunable: \['c/kernel'\]"):
+        masks.prune_to(params, ones, {"c/kernel": 0.5}, masks.PrunableSpec(exclude=("^c/",)))
+    with pytest.raises(ValueError, match=r"sparsity\['a/kernel'\] must be a number in \[0, 1\)"):
+        masks.prune_to(params, ones, {"a/kernel": 1.0})
+    with pytest.raises(ValueError, match="leave distribution out"):
+        masks.prune_to(params, ones, {"a/kernel": 0.5}, distribution="erk")
+    with pytest.raises(ValueError, match="distribution must be one of"):
+        masks.prune_to(params, ones, 0.5, distribution="random")
+
+
+def _rigl_erk(shapes, keep, power=1.0):
+    """Per-layer densities as RigL computes them (its loop, written out independently), for
+    ``keep`` weights kept in all."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    raw = [(sum(s) / n) ** power for s, n in zip(shapes, sizes, strict=True)]
+    dense = set()
+    while True:
+        rhs = keep - sum(n for i, n in enumerate(sizes) if i in dense)
+        eps = rhs / sum(raw[i] * n for i, n in enumerate(sizes) if i not in dense)
+        top = max(raw[i] for i in range(len(sizes)) if i not in dense)
+        if eps * top <= 1:
+            return [1.0 if i in dense else eps * raw[i] for i in range(len(sizes))]
+        dense |= {i for i in range(len(sizes)) if raw[i] == top}
+
+
+@pytest.mark.parametrize("sparsity,power", [(0.9, 1.0), (0.5, 1.0), (0.8, 0.5), (0.7, 0.0)])
+def test_erk_follows_rigl_and_hits_the_global_target(sparsity, power):
+    shapes = [(3, 3, 3, 8), (3, 3, 8, 16), (2, 2), (144, 10)]  # (2, 2) ends up dense at 0.5
+    params = {f"l{i}": {"kernel": jax.random.normal(jax.random.key(i), s)}
+              for i, s in enumerate(shapes)}
+    mask = masks.prune_to(params, masks.ones_like(params), sparsity, distribution="erk",
+                          erk_power_scale=power)
+    kept = [int(np.asarray(mask[f"l{i}"]["kernel"]).sum()) for i in range(len(shapes))]
+    sizes = [int(np.prod(s)) for s in shapes]
+    assert sum(kept) == sum(sizes) - math.ceil(sparsity * sum(sizes))
+    for k, n, density in zip(kept, sizes, _rigl_erk(shapes, sum(kept), power), strict=True):
+        assert abs(k - density * n) < 1
+    shares = masks.layer_sparsities(params, sparsity, "erk", erk_power_scale=power)
+    assert list(shares) == [f"l{i}/kernel" for i in range(len(shapes))]
+    assert list(shares.values()) == [(n - k) / n for k, n in zip(kept, sizes, strict=True)]
+    if sparsity == 0.5:
+        assert kept[2] == 4
+
+
+def test_prune_to_vmaps_over_replicates():
+    params = {"a": {"kernel": jax.random.normal(jax.random.key(0), (3, 8, 6))},
+              "b": {"kernel": jax.random.normal(jax.random.key(1), (3, 6, 2))}}
+    mask = masks.ones_like(params)
+    batched = jax.vmap(lambda p, m: masks.prune_to(p, m, 0.5, distribution="erk"))(params, mask)
+    for r in range(3):
+        one = jax.tree_util.tree_map(lambda x, r=r: x[r], params)
+        chex.assert_trees_all_equal(
+            jax.tree_util.tree_map(lambda x, r=r: x[r], batched),
+            masks.prune_to(one, masks.ones_like(one), 0.5, distribution="erk"))
+
+
+# -- wrap_optax: its state, set_mask, get_mask -------------------------------------------------
+
+
+def test_set_mask_and_get_mask_find_the_state_and_check_the_mask():
+    params = _two_layers()
+    mask = masks.prune_global(params, masks.ones_like(params), 0.5)
+    tx = optax.chain(optax.clip(1.0), masks.wrap_optax(optax.sgd(0.1, momentum=0.9)))
+    state = tx.init(params)
+    chex.assert_trees_all_equal(masks.get_mask(state), masks.ones_like(params))
+    state = jax.jit(masks.set_mask)(state, mask)
+    assert isinstance(state[1], masks.MaskedOptState)
+    chex.assert_trees_all_equal(masks.get_mask(state), mask)
+    with pytest.raises(ValueError, match=r"holds no masks\.wrap_optax state"):
+        masks.set_mask(optax.sgd(0.1).init(params), mask)
+    with pytest.raises(ValueError, match=r"mask leaf 'b/kernel' has shape \(2, 4\)"):
+        masks.set_mask(state, {**mask, "b": {"kernel": jnp.ones((2, 4), bool)}})
+    with pytest.raises(ValueError, match="expected bool"):
+        masks.set_mask(state, jax.tree_util.tree_map(lambda m: m.astype(jnp.float32), mask))
+    with pytest.raises(ValueError, match="shape"):
+        masks.wrap_optax(optax.sgd(0.1), {**mask, "b": {"kernel": jnp.ones(8, bool)}}).init(params)
+    two = optax.chain(masks.wrap_optax(optax.sgd(0.1)), masks.wrap_optax(optax.sgd(0.1)))
+    both = masks.set_mask(two.init(params), mask)
+    for s in both:
+        chex.assert_trees_all_equal(s.mask, mask)
+    with pytest.raises(ValueError, match="holds 2"):
+        masks.get_mask(both)
+
+
+def test_public_names_and_typed_options():
+    import typing
+
+    assert sorted(masks.__all__) == sorted(set(masks.__all__))
+    for name in masks.__all__:
+        assert hasattr(masks, name), name
+    assert masks.COUNTS == ("exact", "openlth")
+    assert masks.DISTRIBUTIONS == ("global", "uniform", "erk")
+    assert typing.get_type_hints(masks.prune_global)["count"] == masks.Count
+    assert typing.get_type_hints(masks.prune_to)["distribution"] == masks.Distribution
