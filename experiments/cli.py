@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from imp_jax import cluster, imp, logs, report, signals
 from imp_jax import config as config_lib
+from imp_jax import sweep as sweep_lib
 from imp_jax.rundir import RunDirError
 
 # The failures a user can act on, each printed as one ``error:`` line (exit status 2).
@@ -67,17 +68,20 @@ def parse_flags(argv: list[str], config_flag: flags.FlagHolder) -> list[str]:
     argv = last_override_wins(argv)
     try:
         rest = flags.FLAGS(argv)
-        config_flag.value.keys()  # a config file that failed to load raises only when first used
+        if config_flag.value is not None:  # None: optional, and not given
+            config_flag.value.keys()  # a config file that failed to load raises when first used
         return rest
     except (flags.Error, AttributeError, KeyError, OSError, SyntaxError) as e:
         # ml_collections raises a bare AttributeError/KeyError for an override of a field that
         # does not exist; name the field the way config validation does.
         unknown = [name for name in (a.split("=", 1)[0].removeprefix("--") for a in argv[1:])
-                   if name.startswith("config.")
-                   and name.removeprefix("config.").removeprefix("sweep.") not in
-                   config_lib.FIELDS and not name.startswith("config.sweep.")]
+                   if name.startswith("config.") and _unknown(name.removeprefix("config."))]
         if unknown and isinstance(e, (AttributeError, KeyError)):
             message = f"{unknown[0]}: unknown field"
+        elif isinstance(e, flags.UnrecognizedFlagError) and e.flagname.startswith("config."):
+            # absl defines the override flags only once a config file is given
+            message = (f"--{e.flagname}: give --config=configs/NAME.py[:ARG] to override its "
+                       f"fields")
         elif isinstance(e, SyntaxError):
             message = f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}"
         else:  # errors from loading the config file end with the cause, after a traceback
@@ -86,8 +90,40 @@ def parse_flags(argv: list[str], config_flag: flags.FlagHolder) -> list[str]:
         sys.exit(2)
 
 
+def _unknown(field: str) -> bool:
+    """Whether ``field`` (dotted, without ``config.``) is neither a config field nor a sweep's."""
+    if field.startswith("sweep."):
+        return field.removeprefix("sweep.") not in (*sweep_lib.AXES, "overrides")
+    return field not in config_lib.FIELDS
+
+
+def _takes_value(field: str) -> bool:
+    """Whether ``--config.<field>`` takes a value (absl's booleans do not: ``--config.x``)."""
+    if field.startswith("sweep."):
+        return True
+    return field in config_lib.FIELDS and not isinstance(config_lib.FIELDS[field].default, bool)
+
+
+def joined(argv: list[str]) -> list[str]:
+    """``argv`` with absl's space form ``--config.x VALUE`` written ``--config.x=VALUE`` (for
+    fields that take a value), so that the two forms count alike."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if (arg.startswith("--config.") and "=" not in arg and i + 1 < len(argv)
+                and _takes_value(arg.removeprefix("--config."))):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def last_override_wins(argv: list[str]) -> list[str]:
-    """``argv`` with every ``--config.x=...`` given more than once kept only where it last is."""
+    """``argv`` with every ``--config.x=...`` given more than once kept only where it last is
+    (in either of absl's forms, see :func:`joined`)."""
+    argv = joined(argv)
     last = {a.split("=", 1)[0]: i for i, a in enumerate(argv) if a.startswith("--config.")}
     return [a for i, a in enumerate(argv)
             if not a.startswith("--config.") or last[a.split("=", 1)[0]] == i]

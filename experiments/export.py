@@ -1,12 +1,13 @@
 """Exports a pruned model of a run as a smaller (compact) or sparse (BCOO) network.
 
     python -m experiments.export RUN_DIR [--level=best|N] [--replicate=R] \
-        --format=compact|bcoo --out=DIR
+        --format=compact|bcoo --out=DIR [--overwrite]
 
 Reads the level's checkpoint (read-only; the dataset is not needed), writes ``DIR/<format>.npz``
 (:func:`imp_jax.export.save`; read it back with ``imp_jax.export.load(path).predict(x)``) and
 prints the network's shape, its weight counts and the file. A bad run directory, level,
-replicate or format stops it with one ``error:`` line (exit status 2).
+replicate, format or ``--out`` (a file, under one, or holding an export of that format already,
+unless ``--overwrite``) stops it with one ``error:`` line (exit status 2), before any work.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _LEVEL = flags.DEFINE_string("level", "best", "Level to export: 'best' (the best
 _REPLICATE = flags.DEFINE_integer("replicate", 0, "Replicate to export.")
 _FORMAT = flags.DEFINE_string("format", "compact", f"One of {export.FORMATS}.")
 _OUT = flags.DEFINE_string("out", "", "Directory to write <format>.npz into.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an export of the same format "
+                                                   "already in --out.")
 
 
 def main(argv: list[str]) -> int:
@@ -35,6 +38,8 @@ def main(argv: list[str]) -> int:
         raise app.UsageError("give --out=DIR")
 
     def run() -> str:
+        export.check_request(argv[1], _FORMAT.value, _LEVEL.value)
+        export.check_out(_OUT.value, _FORMAT.value, overwrite=_OVERWRITE.value)
         net = export.export_run(argv[1], _FORMAT.value, _LEVEL.value, _REPLICATE.value)
         path = export.save(net, _OUT.value)
         source, weights = net.meta["source"], net.meta["weights"]

@@ -3,11 +3,13 @@
     python -m experiments.run --config=configs/mnist_noise.py [--workdir=DIR]
     python -m experiments.run --config=configs/mnist_noise.py:smoke --config.imp.levels=3
     python -m experiments.run --config=configs/mnist_noise.py --print_config
+    python -m experiments.run --workdir=DIR     (continues the run in DIR with its own config)
 
 Every config field can be overridden as ``--config.a.b=value`` (the fields, their defaults and
 documentation: ``imp_jax/config.py``, or ``--print_config``). Without ``--workdir`` the run
 directory is ``runs/<name>-<hash of the results-determining fields>``, so running the same
-command again resumes the run, or reports it finished.
+command again resumes the run, or reports it finished; a level whose checkpoint is missing or
+damaged is trained again (its metrics rows are kept).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
 from imp_jax import config as config_lib
 from imp_jax import imp, logs, report
-from imp_jax.rundir import RunDir
+from imp_jax.rundir import RunDir, RunDirError, default_dir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/NAME.py[:arg]); override fields as --config.a.b=value "
@@ -39,24 +42,41 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-flags.mark_flags_as_required(["config"])
 
 
 def default_workdir(config) -> str:
-    """``runs/<name>-<fingerprint>``: the same config always maps to the same directory."""
-    return os.path.join("runs", f"{config.name}-{config_lib.fingerprint(config)}")
+    """``runs/<name>-<fingerprint>`` (:func:`imp_jax.rundir.default_dir`): the same config
+    always maps to the same directory, also the directory an earlier version named for it."""
+    return str(default_dir(config))
+
+
+def stored_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config of the run in ``workdir``: what ``--workdir`` without ``--config`` continues.
+
+    Raises:
+      ConfigError: no ``--workdir`` either.
+      RunDirError: ``workdir`` holds no run.
+    """
+    if not workdir:
+        raise config_lib.ConfigError("give --config=configs/NAME.py[:ARG], or --workdir=DIR of "
+                                     "an existing run to continue it with its own config")
+    config = RunDir(workdir).stored_config()
+    if config is None:
+        raise RunDirError(f"{workdir} holds no run (no config.json); give "
+                          f"--config=configs/NAME.py[:ARG]")
+    return config
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.setup_logging()
-    config = _CONFIG.value
     if _DISTRIBUTED.value or _COORDINATOR.value:
         jax.distributed.initialize(_COORDINATOR.value or None, _NUM_PROCESSES.value,
                                    _PROCESS_ID.value)
 
     def start() -> tuple[str, dict]:
+        config = _CONFIG.value if _CONFIG.value is not None else stored_config(_WORKDIR.value)
         config_lib.validate(config)  # before anything is created on disk
         workdir = _WORKDIR.value or default_workdir(config)
         if _PRINT.value:

@@ -8,6 +8,11 @@ Each checkpoint holds the train state pytree and a small JSON ``meta`` item. Orb
 checkpoint by renaming a finished temporary directory, so a kill mid-write leaves no partial one.
 :class:`Checkpoints` names what each series holds (``save_level``, ``restore_rewind``,
 ``latest_progress``, ...) and keeps the metadata and the progress index to itself.
+
+A missing or damaged checkpoint costs time, never results: training is deterministic, so the
+trainer (:mod:`imp_jax.imp`) trains a missing or unreadable level or rewind point again to the
+same state, and restarts a level whose in-level checkpoint is unreadable; readers, which change
+nothing, name the command that does it.
 """
 
 from __future__ import annotations
@@ -24,15 +29,11 @@ from imp_jax.rundir import RunDirError
 
 PyTree = Any
 
-# What to do about an unreadable checkpoint, by series. Training is deterministic, so a level
-# retrained from the checkpoints before it reproduces its metrics rows, which are kept.
-_UNREADABLE_ADVICE = {
-    "levels": "delete that directory (for level 0, checkpoints/rewind too) and run the same "
-              "command again to retrain that level; its metrics rows are kept",
-    "rewind": "delete checkpoints/rewind and checkpoints/levels and run the same command again "
-              "to retrain every level; the metrics rows are kept",
-    "progress": "it only saves time, so it is deleted",  # by imp_jax.imp, which redoes the level
-}
+
+def retrain_command(run_dir: Path) -> str:
+    """The command that trains a run's missing levels again: its trainer finds every finished
+    level whose checkpoint is missing and retrains it (see :meth:`imp_jax.imp.Run.run`)."""
+    return f"python -m experiments.run --workdir={run_dir}"
 
 
 class CheckpointError(RunDirError):
@@ -73,6 +74,7 @@ class Checkpoints:
 
         _quiet_abandoned_io()
         self.read_only = read_only
+        self.run_dir = Path(root).resolve().parent
         self.rewind = manager("rewind", 1)
         self.levels = manager("levels", None)
         self.progress = manager("progress", 1)
@@ -97,18 +99,38 @@ class Checkpoints:
             return self.restore(manager, index, target)[0]
         except CheckpointError as e:
             if not self.read_only:
-                raise
-            # A reader changes nothing: the likelier cause is a config.json edited by hand.
-            raise CheckpointError(
-                f"checkpoint {manager.directory / str(index)} cannot be restored with the run's "
-                f"config.json ({_cause(e.__cause__ or e)}); if config.json was edited, put "
-                f"back the config the run was trained with") from e
+                raise  # the trainer recovers (imp_jax.imp)
+            raise self._for_readers(manager, index, target, e) from e
+
+    def _for_readers(self, manager: ocp.CheckpointManager, index: int, target: PyTree,
+                     error: CheckpointError) -> CheckpointError:
+        """What a reader, which changes nothing, says about a checkpoint it cannot restore:
+        missing or damaged, the command that trains it again; readable without ``target``,
+        the config.json that no longer matches it."""
+        path = manager.directory / str(index)
+        retrain = (f"train it again with: {retrain_command(self.run_dir)} (its metrics rows "
+                   f"are kept)")
+        if index not in manager.all_steps():
+            return CheckpointError(f"checkpoint {path} is missing; {retrain}")
+        if target is not None:
+            try:
+                self.restore(manager, index, None)
+            except CheckpointError:
+                pass
+            else:
+                return CheckpointError(
+                    f"checkpoint {path} cannot be restored with the run's config.json "
+                    f"({_cause(error.__cause__ or error)}); if config.json was edited, put back "
+                    f"the config the run was trained with")
+        return CheckpointError(f"{error}; delete that directory, then {retrain}")
 
     def save_level(self, level: int, state: PyTree) -> None:
         """The trained state at the end of ``level``."""
         self.save(self.levels, level, state, {"level": level})
 
-    def restore_level(self, level: int, target: PyTree) -> PyTree:
+    def restore_level(self, level: int, target: PyTree | None) -> PyTree:
+        """The trained state at the end of ``level``; with ``target`` None, as saved (its
+        arrays as numpy arrays)."""
         return self._restore(self.levels, level, target)
 
     def finished_levels(self) -> list[int]:
@@ -183,15 +205,16 @@ class Checkpoints:
 
         Raises:
           CheckpointError: the checkpoint is missing, truncated or corrupt; the message names its
-            directory and says how to recover.
+            directory.
         """
+        path = manager.directory / str(index)
+        if index not in manager.all_steps():
+            raise CheckpointError(f"checkpoint {path} is missing")
         try:
             out = manager.restore(index, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         except Exception as e:  # Orbax and TensorStore raise many types; all mean "unreadable"
-            path = manager.directory / str(index)
-            advice = _UNREADABLE_ADVICE[manager.directory.name]
-            raise CheckpointError(f"checkpoint {path} is unreadable ({_cause(e)}); {advice}") from e
+            raise CheckpointError(f"checkpoint {path} is unreadable ({_cause(e)})") from e
         return out.state, out.meta
 
     def close(self) -> None:

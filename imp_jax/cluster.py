@@ -6,7 +6,8 @@ the points between them through the points' run-directory locks (see ``run_sweep
 number of them, started in any way, is safe. Each job writes its logs under ``<sweep_dir>/jobs/``
 (``<job id>_0_log.err``, ...). A job is a :class:`SweepWorker`, which submitit's checkpoint hook
 requeues when SLURM preempts it or its time runs out; the requeued worker resumes its point from
-the point's last checkpoint.
+the point's last checkpoint. :func:`wait` waits for local jobs; a SIGTERM/SIGINT then stops them and
+their workers for real (:func:`stop`; SLURM jobs by ``scancel``).
 
 Launcher settings (``--slurm.<field>`` on ``experiments.sweep``) are a ConfigDict,
 :func:`slurm_config`, checked by :func:`check_slurm` before anything is submitted.
@@ -14,9 +15,11 @@ Launcher settings (``--slurm.<field>`` on ``experiments.sweep``) are a ConfigDic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 
 import ml_collections
 import submitit
+import submitit.local.local
 
 from imp_jax import imp, logs, signals, sweep
 from imp_jax.config import ConfigError
@@ -160,21 +164,116 @@ def launch(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path, *, la
     return jobs
 
 
+# How long the workers of local jobs get to checkpoint their points and end before they are
+# killed: a run honours a signal within imp_jax.signals' grace of 10 s.
+STOP_GRACE_S = 20.0
+_PROC = Path("/proc")
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (its start time in /proc), or None if it is gone or a
+    zombie: with the pid, what tells a process from a later one given the same pid."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after the command, which may hold spaces
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _tree(pid: int) -> dict[int, str]:
+    """Process ``pid`` and all its descendants, with their start times (:func:`_started`)."""
+    children: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(
+                int(entry.name))
+    found, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        if (start := _started(p)) is not None:
+            found[p] = start
+        todo += children.get(p, [])
+    return found
+
+
+def _signal(processes: dict[int, str], signum: int) -> None:
+    """Sends ``signum`` to those of ``processes`` (pid: start time) that still run."""
+    for pid, start in processes.items():
+        if _started(pid) == start:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def _cmdline(pid: int) -> str:
+    """The command line of process ``pid`` ("" if it is gone)."""
+    try:
+        return (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop_local(jobs: list[submitit.Job], grace_s: float = STOP_GRACE_S) -> None:
+    """Stops local jobs for real. Each is a shell (submitit's ``/bin/sh -c "... && python -m
+    submitit.local._local"``, which :func:`_parameters` asks for) above a job controller above
+    the worker, and submitit's own cancel signals only the shell. Here the workers get SIGINT,
+    which a run honours by checkpointing its point (submitit ignores SIGTERM in them); their
+    controllers then end, and whatever of the jobs is left after ``grace_s`` is killed."""
+    trees = {}
+    for job in jobs:
+        process = getattr(job, "_process", None)
+        if process is not None:
+            trees.update(_tree(process.pid))
+    workers = {pid: start for pid, start in trees.items()
+               if "submitit.core._submit" in _cmdline(pid)}
+    _signal(workers or trees, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_started(p) == s for p, s in trees.items()):
+        for job in jobs:
+            job.done()  # reaps the shell
+        time.sleep(0.1)
+    _signal(trees, signal.SIGKILL)
+    for job in jobs:
+        job.done()
+
+
+def stop(jobs: list[submitit.Job]) -> None:
+    """Stops ``jobs`` and their workers: local ones as :func:`_stop_local` does (where /proc
+    shows the processes), SLURM ones by ``scancel``, as submitit cancels them."""
+    local = [job for job in jobs if isinstance(job, submitit.local.local.LocalJob)]
+    if local and _PROC.is_dir():
+        _stop_local(local)
+    else:
+        local = []
+    for job in jobs:
+        if job not in local:
+            job.cancel(check=False)
+
+
 def wait(jobs: list[submitit.Job], poll_s: float = 1.0) -> None:
-    """Waits for ``jobs`` to end; SIGTERM/SIGINT stop them (each checkpoints its point).
+    """Waits for ``jobs`` to end; SIGTERM/SIGINT stop them (:func:`stop`; each worker
+    checkpoints its point).
 
     Raises:
       LaunchError: a job failed (the message names its log).
       imp.RunInterruptedError: a signal stopped the wait and the jobs.
     """
-    with signals.stop_on_signals() as stop:
+    with signals.stop_on_signals() as stop_signal:
+        if stop_signal is not None:  # time to stop the workers before the watchdog ends this
+            stop_signal.extend_grace(STOP_GRACE_S + 10.0)
+            stop_signal.where = "while stopping the workers"
         while not all(job.done() for job in jobs):
-            if stop is not None and stop.signum is not None:
-                for job in jobs:
-                    job.cancel(check=False)
+            if stop_signal is not None and stop_signal.signum is not None:
+                stop(jobs)
+                stop_signal.handled()
                 raise imp.RunInterruptedError(
-                    f"stopped by signal {stop.signum} while the workers ran; they were stopped "
-                    f"too, and the same command resumes the sweep", stop.signum)
+                    f"stopped by signal {stop_signal.signum} while the workers ran; they were "
+                    f"stopped too, and the same command resumes the sweep", stop_signal.signum)
             time.sleep(poll_s)
     for job in jobs:
         error = job.exception()

@@ -43,10 +43,11 @@ import dataclasses
 import functools
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,9 @@ from jax.experimental import sparse
 from imp_jax import analysis, tasks
 from imp_jax.checkpoints import Checkpoints
 from imp_jax.rundir import RunDir, RunDirError, write_atomic
+
+if TYPE_CHECKING:
+    import ml_collections
 
 PyTree = Any
 FORMATS = ("compact", "bcoo")
@@ -376,9 +380,35 @@ def _predictor(static_json: str) -> Callable[[Mapping[str, Any], jax.Array], jax
 # -- files ---------------------------------------------------------------------------------------
 
 
+def check_out(directory: str | Path, fmt: str, *, overwrite: bool = False) -> Path:
+    """Checks, before any work, that ``<directory>/<fmt>.npz`` can be written; returns its path.
+
+    Raises:
+      ExportError: ``directory`` is a file or lies under one, or (unless ``overwrite``) the file
+        is there already.
+    """
+    directory = Path(directory)
+    path = directory / f"{fmt}.npz"
+    above = next(p for p in (directory, *directory.parents) if p.exists())
+    if not above.is_dir():
+        raise ExportError(f"--out: cannot write into {directory}: {above} is a file, not a "
+                          f"folder; give a folder")
+    if not os.access(above, os.W_OK):
+        raise ExportError(f"--out: cannot write into {directory}: {above} is not writable; "
+                          f"give another folder")
+    if path.exists() and not overwrite:
+        raise ExportError(f"--out: {path} exists (an earlier export); give another --out, or "
+                          f"--overwrite to replace it")
+    return path
+
+
 def save(exported: Exported, directory: str | Path) -> Path:
     """Writes ``exported`` as ``<directory>/<format>.npz`` (replaced atomically); returns its
-    path. BCOO kernels are stored as their ``data`` and ``indices``."""
+    path. BCOO kernels are stored as their ``data`` and ``indices``.
+
+    Raises:
+      ExportError: the file cannot be written (see :func:`check_out`, to ask before exporting).
+    """
     arrays = {"meta": np.asarray(json.dumps(exported.meta))}
     shapes = {}
     for name, a in exported.arrays.items():
@@ -391,9 +421,11 @@ def save(exported: Exported, directory: str | Path) -> Path:
     arrays["bcoo_shapes"] = np.asarray(json.dumps(shapes))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    path = Path(directory) / f"{exported.meta['format']}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buffer.getvalue())
+    path = check_out(directory, exported.meta["format"], overwrite=True)
+    try:
+        write_atomic(path, buffer.getvalue())
+    except RunDirError as e:
+        raise ExportError(str(e)) from e
     return path
 
 
@@ -431,6 +463,22 @@ class Source:
     meta: dict[str, Any]
 
 
+def stored_config(run_dir: str | Path) -> ml_collections.ConfigDict:
+    """The config of the run in ``run_dir``.
+
+    Raises:
+      ExportError: ``run_dir`` does not exist or is not a run directory.
+    """
+    rundir = RunDir(run_dir)
+    if not rundir.root.is_dir():
+        raise ExportError(f"{run_dir} is not a run directory: "
+                          f"{'it is a file' if rundir.root.exists() else 'it does not exist'}")
+    config = rundir.stored_config()
+    if config is None:
+        raise ExportError(f"{run_dir} is not an imp_jax run directory (no config.json)")
+    return config
+
+
 def resolve_level(run_dir: str | Path, level: str | int) -> int:
     """``level`` as a number: ``"best"`` is the run's best pruned level
     (:func:`imp_jax.analysis.best_level`).
@@ -460,21 +508,22 @@ def read_level(run_dir: str | Path, level: int, replicate: int | None = 0) -> li
 
     Raises:
       ExportError: not a run directory, or no such level or replicate.
+      CheckpointError: the level's checkpoint is missing or unreadable (the message names the
+        command that trains it again).
     """
     rundir = RunDir(run_dir)
-    config = rundir.stored_config()
-    if config is None:
-        raise ExportError(f"{run_dir} is not an imp_jax run directory (no config.json)")
+    config = stored_config(run_dir)
     replicates = int(config.replicates)
     if replicate is not None and not 0 <= replicate < replicates:
         raise ExportError(f"--replicate: {run_dir} has replicates 0..{replicates - 1}, "
                           f"got {replicate}")
     with Checkpoints(rundir.checkpoints, read_only=True) as ckpt:
         levels = ckpt.finished_levels()
-        if level not in levels:
+        finished = sorted(set(levels) | {row["level"] for row in rundir.read_rows()})
+        if level not in finished:
             raise ExportError(f"--level: {run_dir} has no finished level {level} "
-                              f"(finished: {levels})")
-        state, _ = ckpt.restore(ckpt.levels, level, None)
+                              f"(finished: {finished})")
+        state = ckpt.restore_level(level, None)  # a missing one: the command to retrain it
     # Runs that keep uint8 images (data.augment) normalise them on device with fixed statistics.
     stats = None
     if config.data.augment:
@@ -498,10 +547,24 @@ def export_run(run_dir: str | Path, fmt: str, level: str | int = "best",
     Raises:
       ExportError: see :func:`resolve_level`, :func:`read_level`; or an unknown ``fmt``.
     """
-    if fmt not in EXPORTERS:
-        raise ExportError(f"--format: expected one of {FORMATS}, got {fmt!r}")
+    check_request(run_dir, fmt, level)
     [source] = read_level(run_dir, resolve_level(run_dir, level), replicate)
     return EXPORTERS[fmt](source.params, source.masks, source.model_state, meta=source.meta)
+
+
+def check_request(run_dir: str | Path, fmt: str, level: str | int) -> None:
+    """Checks what can be checked of an export before any work: the format, the run directory
+    and the level's spelling.
+
+    Raises:
+      ExportError: an unknown ``fmt``, a ``run_dir`` that holds no run, or a ``level`` neither
+        ``best`` nor a number.
+    """
+    if fmt not in EXPORTERS:
+        raise ExportError(f"--format: expected one of {FORMATS}, got {fmt!r}")
+    stored_config(run_dir)
+    if str(level) != "best":
+        resolve_level(run_dir, level)
 
 
 def compact_shapes(run_dir: str | Path, level: int) -> list[str]:

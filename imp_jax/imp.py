@@ -269,6 +269,7 @@ class Run:
         self.stop: signals.Stop | None = None
         # Replicates skipped after diverging (train.on_divergence="skip_replicate").
         self.diverged = np.zeros(self.exp.replicates, bool)
+        self.retrained: list[int] = []  # finished levels trained again (missing checkpoints)
         self.progress = Progress(self.exp.config.imp.levels, self.exp.config.train.epochs)
 
     def __enter__(self) -> Run:
@@ -332,6 +333,9 @@ class Run:
         if done and (reason := next_level_stop(self.exp, done[-1], state.masks)
                      or self._past_minimum()):
             log.info("run in %s is finished (%s): %d levels", self.dir.root, reason, len(done))
+            if self.retrained:  # status.json says finished again, at the last level
+                self.progress.start_level(done[-1], self.exp.config.train.epochs)
+                self.progress.finished()
             return self._summarise(finished=True)
         level = done[-1] + 1 if done else 0
         while True:
@@ -405,6 +409,7 @@ class Run:
         state = self._train_level(level, state, timer, periodic=False)
         self.ckpt.save_level(level, state)
         self._record(level, state, timer.seconds)
+        self.retrained.append(level)
         log.warning("level %d is trained and saved again", level)
         return state
 

@@ -8,7 +8,7 @@ validation split, the model selected on it: level, remaining kernel weights, tes
 clean and on noisy test labels, NLL, overconfidence and, for mixture tasks, the mean |p_model -
 p_true| on fresh points (mean ± std over replicates); the same as CSV, with the means and
 standard deviations in separate columns; and each run's figures in ``RUN_DIR/plots/``, drawn
-unless they are newer than its ``metrics.jsonl``.
+unless every one of them is there and newer than its ``metrics.jsonl``.
 
 For sweep directories (:func:`report_sweeps`; those of ``python -m experiments.sweep``, holding
 ``sweep.json``): the study table, one line per setting (the runs of different seeds pooled):
@@ -33,7 +33,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from imp_jax import analysis, export, imp, plots, study_plots
+import ml_collections
+
+from imp_jax import analysis, export, imp, plots, study_plots, tasks
+from imp_jax.checkpoints import CheckpointError
 from imp_jax.rundir import RunDir, RunDirError, read_json, write_atomic
 from imp_jax.sweep import SWEEP_FILE
 
@@ -58,6 +61,8 @@ def load_rows(path: str) -> tuple[list[dict[str, Any]], int]:
       ReportError: ``path`` is not a run directory, or the run has no finished level.
     """
     rundir = RunDir(path)
+    if not rundir.root.exists():
+        raise ReportError(f"{path} does not exist (not started yet, or a mistyped path)")
     if not rundir.root.is_dir():
         raise ReportError(f"{path} is not a directory")
     if not rundir.config.is_file():
@@ -102,9 +107,13 @@ def table_rows(run: str, rows: list[dict[str, Any]], num_bins: int) -> list[dict
 def compact_shape(run: str, level: int) -> str | None:
     """The widths of a level's compact export (:func:`imp_jax.export.compact`), the units its
     network really uses, e.g. ``784-61-10``; the replicates' shapes joined by `` / `` where
-    they differ; None for a model that cannot be compacted or a level without a checkpoint."""
+    they differ; None for a model that cannot be compacted or a level without a readable
+    checkpoint (said in the log, with the command that trains it again)."""
     try:
         shapes = export.compact_shapes(run, level)
+    except CheckpointError as e:
+        logging.warning("%s: no compact shape of level %d: %s", run, level, e)
+        return None
     except export.ExportError:
         return None
     return " / ".join(dict.fromkeys(shapes))
@@ -207,9 +216,12 @@ def load_study(path: str) -> Study:
     """Reads ``sweep.json`` and every started point's metrics rows.
 
     Raises:
-      ReportError: ``sweep.json`` is unreadable, or no point has a finished level yet.
+      ReportError: ``sweep.json`` is missing (the sweep was never started) or unreadable, or no
+        point has a finished level yet.
     """
     root = Path(path)
+    if not (root / SWEEP_FILE).exists():
+        raise ReportError(f"{path}: not started yet (no {SWEEP_FILE})")
     try:
         sweep = json.loads((root / SWEEP_FILE).read_text())
         points = [(p["values"], root / p["dir"]) for p in sweep["points"]]
@@ -412,12 +424,30 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
 # Runs.
 
 
+# The figures of a run (:func:`imp_jax.plots.write_run_plots`), and of a mixture task's run.
+RUN_FIGURES = ("sdd_curve", "ece_curve", "calibration")
+MIXTURE_FIGURES = ("mixture_profile", "mixture_vs_true", "mixture_error_map")
+
+
+def expected_figures(config: ml_collections.ConfigDict) -> list[str]:
+    """The files :func:`imp_jax.plots.write_run_plots` writes for a run of ``config``."""
+    names = RUN_FIGURES + (MIXTURE_FIGURES if tasks.get(config.data.name).is_mixture else ())
+    return [f"{name}.{ext}" for name in names for ext in ("png", "pdf")]
+
+
 def figures_up_to_date(path: str) -> bool:
-    """Whether the run's figures were drawn after its last metrics row (nothing to redraw)."""
+    """Whether every figure of the run is there and was drawn after its last metrics row
+    (nothing to redraw); a drawing killed half-way leaves some missing or older."""
     rundir = RunDir(path)
-    figures = list(rundir.plots.glob("*.png")) if rundir.plots.is_dir() else []
-    return bool(figures) and rundir.metrics.exists() and min(
-        f.stat().st_mtime for f in figures) > rundir.metrics.stat().st_mtime
+    try:
+        config = rundir.stored_config()
+    except RunDirError:
+        return False
+    if config is None or not rundir.metrics.exists():
+        return False
+    rows_written = rundir.metrics.stat().st_mtime
+    figures = [rundir.plots / name for name in expected_figures(config)]
+    return all(f.is_file() and f.stat().st_mtime > rows_written for f in figures)
 
 
 def draw_run_figures(path: str, *, redraw: bool = False) -> list[Path]:

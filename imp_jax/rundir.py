@@ -13,6 +13,9 @@ Every file is replaced atomically (write to a temporary file, fsync, rename) or 
 write, so a kill at any moment leaves either the old or the new content, never half of it. Files
 get the mode the umask gives (readable by colleagues on a shared cluster where it allows).
 
+A run's default directory is ``runs/<name>-<fingerprint>`` (:func:`default_dir`); one that an
+earlier version named otherwise for the same config is found and used instead.
+
 One process at a time trains in a run directory: it holds an exclusive ``flock`` on
 ``<workdir>/.lock`` (released by the OS when the process ends, however it ends), and a second
 trainer is refused at once with the holder's pid, host and start time. On NFS, Linux emulates
@@ -30,6 +33,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -310,3 +314,35 @@ class RunDir:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def earlier_names(root: Path, name: str, legacy: str) -> list[Path]:
+    """The directories of ``root`` named ``<name>-<10 hex digits>``, the one of fingerprint
+    ``legacy`` first: where default directories of ``name`` may lie under earlier names."""
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{10}}")
+    found = [p for p in root.iterdir() if pattern.fullmatch(p.name)] if root.is_dir() else []
+    return sorted(found, key=lambda p: (p.name != f"{name}-{legacy}", p.name))
+
+
+def default_dir(config: ml_collections.ConfigDict, root: str | os.PathLike = "runs") -> Path:
+    """The default run directory of ``config``: ``<root>/<name>-<fingerprint>``
+    (:func:`imp_jax.config.fingerprint`).
+
+    Where that does not exist but a directory named with an earlier fingerprint of the name
+    (:func:`imp_jax.config.legacy_fingerprint`, or any ``<name>-<hash>``) holds a run of the
+    same results-determining fields, that one: a new version of the code resumes or reports
+    the run instead of starting it again beside it.
+    """
+    path = Path(root) / f"{config.name}-{config_lib.fingerprint(config)}"
+    if path.exists():
+        return path
+    wanted = config_lib.identity(config)
+    for old in earlier_names(Path(root), config.name, config_lib.legacy_fingerprint(config)):
+        try:
+            stored = RunDir(old).stored_config()
+        except RunDirError:
+            continue
+        if stored is not None and config_lib.identity(stored) == wanted:
+            log.info("the run of this config is in %s (named by an earlier version)", old)
+            return old
+    return path

@@ -33,6 +33,11 @@ class Stop:
         self.where = "during start-up, before any training; nothing was lost"
         self._handled = threading.Event()
 
+    def extend_grace(self, seconds: float) -> None:
+        """Gives the loop at least ``seconds`` after a signal before the watchdog ends the
+        process (e.g. to stop worker processes first)."""
+        self.grace_s = max(self.grace_s, seconds)
+
     def handled(self) -> None:
         """The loop stopped cleanly: the watchdog need not end the process."""
         self._handled.set()

@@ -27,7 +27,6 @@ import datetime
 import itertools
 import logging
 import operator
-import os
 import re
 import time
 from collections.abc import Callable
@@ -39,7 +38,14 @@ import ml_collections
 from imp_jax import config as config_lib
 from imp_jax import imp, models, tasks
 from imp_jax.config import ConfigError
-from imp_jax.rundir import RunDir, RunDirBusyError, RunDirError, read_json, write_json
+from imp_jax.rundir import (
+    RunDir,
+    RunDirBusyError,
+    RunDirError,
+    earlier_names,
+    read_json,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,17 +190,41 @@ def points(sweep_config: ml_collections.ConfigDict) -> list[Point]:
     return result
 
 
-def fingerprint(sweep_config: ml_collections.ConfigDict) -> str:
-    """A short hash of the sweep's results-determining fields, its axes' values excepted.
-
-    Widening an axis therefore keeps the sweep directory (see ``experiments/sweep.py``) and
-    reuses the points already run; changing anything else (overrides included) gives another.
-    """
+def _without_axes(sweep_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = copy.deepcopy(sweep_config)
     with config.unlocked():
         for axis in AXES:
             config.sweep[axis] = ()
-    return config_lib.fingerprint(config)
+    return config
+
+
+def fingerprint(sweep_config: ml_collections.ConfigDict) -> str:
+    """A short hash of the sweep's results-determining fields that differ from their defaults,
+    its axes' values excepted (see :func:`imp_jax.config.fingerprint`).
+
+    Widening an axis therefore keeps the sweep directory (see ``experiments/sweep.py``) and
+    reuses the points already run; changing anything else (overrides included) gives another,
+    and a config field added with a default changes none.
+    """
+    return config_lib.fingerprint(_without_axes(sweep_config),
+                                  {f"sweep.{k}": [] for k in (*AXES, "overrides")})
+
+
+def same_sweep(stored: Any, sweep_config: ml_collections.ConfigDict) -> bool:
+    """Whether ``stored`` (the content of a ``sweep.json``) is of the sweep ``sweep_config``
+    but for its axes' values: by its fingerprint, as this version or an earlier one computes
+    it, or by the sweep config it records (laid over today's defaults)."""
+    if not isinstance(stored, dict):
+        return False
+    wanted = fingerprint(sweep_config)
+    if stored.get("fingerprint") in (wanted, config_lib.legacy_fingerprint(
+            _without_axes(sweep_config))):
+        return True
+    try:
+        old = config_lib.from_json_dict(stored["config"], base_sweep_config())
+        return fingerprint(old) == wanted
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,9 +233,18 @@ def fingerprint(sweep_config: ml_collections.ConfigDict) -> str:
 SWEEP_FILE = "sweep.json"
 
 
-def default_sweep_dir(sweep_config: ml_collections.ConfigDict) -> str:
-    """``runs/<name>-<fingerprint of the sweep>`` (see :func:`fingerprint`)."""
-    return os.path.join("runs", f"{sweep_config.name}-{fingerprint(sweep_config)}")
+def default_sweep_dir(sweep_config: ml_collections.ConfigDict, root: str = "runs") -> str:
+    """``<root>/<name>-<fingerprint of the sweep>`` (see :func:`fingerprint`); where that does
+    not exist but an earlier version named the same sweep's directory otherwise (see
+    :func:`same_sweep`), that one."""
+    path = Path(root) / f"{sweep_config.name}-{fingerprint(sweep_config)}"
+    if not path.exists():
+        legacy = config_lib.legacy_fingerprint(_without_axes(sweep_config))
+        for old in earlier_names(Path(root), sweep_config.name, legacy):
+            if same_sweep(read_json(old / SWEEP_FILE), sweep_config):
+                log.info("the sweep is in %s (named by an earlier version)", old)
+                return str(old)
+    return str(path)
 
 
 def check_sweep_dir(sweep_dir: Path, sweep_config: ml_collections.ConfigDict,
@@ -219,8 +258,7 @@ def check_sweep_dir(sweep_dir: Path, sweep_config: ml_collections.ConfigDict,
     """
     sweep_file = sweep_dir / SWEEP_FILE
     if sweep_file.exists():
-        old = read_json(sweep_file)
-        if not isinstance(old, dict) or old.get("fingerprint") != fingerprint(sweep_config):
+        if not same_sweep(read_json(sweep_file), sweep_config):
             raise RunDirError(f"{sweep_dir} holds another sweep (its {SWEEP_FILE} has "
                               f"another fingerprint); choose another --sweep_dir or omit it")
     elif sweep_dir.exists() and (not sweep_dir.is_dir() or any(

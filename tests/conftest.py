@@ -70,6 +70,14 @@ def tiny_finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need MNIST are slow: preparing it takes about 45 s once per session, and
+    their runs train on it."""
+    for item in items:
+        if "mnist_tfds" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def files_outside_plots(root: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``root`` but its ``plots/`` folders, as its bytes and mtime: a reader
     that leaves this unchanged wrote nothing but figures."""

@@ -1,6 +1,7 @@
 """Bad inputs through the command line: each stops with one clear ``error:`` line on stderr and
-leaves an existing run as it was; a torn metrics line and an unreadable in-level checkpoint are
-recovered from instead.
+leaves an existing run as it was; a torn metrics line and missing or unreadable checkpoints are
+recovered from instead (levels and the rewind point trained again, to the same state), and the
+advice of every message about them works when followed.
 
 The run directories are copies of the session's tiny finished run. "Disk full" is
 simulated in two ways that fail even for root (whom ``chmod`` does not stop): a run directory
@@ -10,6 +11,7 @@ root is subject to; Python then gets EFBIG) that a metrics append crosses in the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from imp_jax import soak
+from imp_jax import imp, soak
+from imp_jax.config import set_field
+from imp_jax.rundir import RunDir
 from tests.conftest import MNIST_ARCHIVES
 from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
@@ -90,6 +94,17 @@ def _write(relative: str, text: str) -> Callable[[Path], None]:
     return write
 
 
+def _delete(relative: str) -> Callable[[Path], None]:
+    def delete(workdir: Path) -> None:
+        shutil.rmtree(workdir / relative)
+    return delete
+
+
+def _earlier_export(workdir: Path) -> None:
+    Path(f"{workdir}.out").mkdir()
+    Path(f"{workdir}.out/compact.npz").write_bytes(b"an earlier export")
+
+
 def _make_file(workdir: Path) -> None:
     shutil.rmtree(workdir)
     workdir.write_text("a file")
@@ -150,7 +165,7 @@ class Case:
     flags: tuple[str, ...]
     expect: str
     breaks: Callable[[Path], None] | None = None  # applied to a copy of the tiny run
-    config: str = "--config=configs/mixture_linear.py:smoke"  # {workdir} is filled in
+    config: str = "--config=configs/mixture_linear.py:smoke"  # {workdir} is filled in; or none
     module: str = "experiments.run"  # others get the flags alone
     prepare: Callable[[Path], None] | None = None  # given the case's run directory path
 
@@ -217,20 +232,6 @@ CASES = [
          breaks=_write("config.json", "{not json")),
     Case("garbage_metrics_line", (), "error: {workdir}/metrics.jsonl: line 3 is not valid JSON",
          breaks=_garble_row),
-    # Unreadable checkpoints: the error names the checkpoint and says what to do (the cause in
-    # its brackets is Orbax's, and varies).
-    Case("level_checkpoint_truncated", (),
-         f"error: checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
-         breaks=_corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate")),
-    Case("level_checkpoint_garbage", (),
-         f"error: checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
-         breaks=_corrupt(f"checkpoints/levels/{LAST}/state/manifest.ocdbt", "garbage")),
-    Case("level_checkpoint_piece_deleted", (),
-         f"error: checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
-         breaks=_corrupt(f"checkpoints/levels/{LAST}/state/_METADATA", "delete")),
-    Case("rewind_checkpoint_garbage", (),
-         "error: checkpoint {workdir}/checkpoints/rewind/0 is unreadable (",
-         breaks=_garble_rewind),
     # Found later, each once a traceback or a misleading message.
     Case("exclude_everything", ('--config.prune.exclude=(".*",)',),
          "error: config.prune.exclude: ('.*',) excludes every prunable leaf"),
@@ -276,6 +277,117 @@ CASES = [
     Case("report_after_num_bins_edited", ("{workdir}", "--noplots"),
          "error: {workdir}: metric 'test_ece_10' is missing from the rows of level 0",
          breaks=_edit_config("eval", "num_bins", 10), module="experiments.report"),
+    # Round three: many processes, upgrades, damaged checkpoints, and the smaller ones.
+    Case("repeated_override_in_space_form_last_wins", ("--config.model.hidden", "(8,)",
+                                                       "--config.model.hidden", "(0,)"),
+         "error: config.model.hidden: must be a non-empty tuple of positive integers, e.g. "
+         "(300,), got (0,)"),
+    Case("override_without_a_config_file", ("--config.train.lr=0.05",),
+         "error: --config.train.lr: give --config=configs/NAME.py[:ARG] to override its fields",
+         config=""),
+    Case("workdir_alone_holds_no_run", (),
+         "error: {workdir} holds no run (no config.json); give --config=configs/NAME.py[:ARG]",
+         config=""),
+    Case("sweep_unknown_sweep_field",
+         ("--config=configs/mixture_linear_widths.py:smoke", "--config.sweep.bogus=3",
+          "--sweep_dir={workdir}"),
+         "error: config.sweep.bogus: unknown field", module="experiments.sweep"),
+    Case("export_mistyped_run_directory", ("{workdir}-typo", "--out={workdir}.out"),
+         "error: {workdir}-typo is not a run directory: it does not exist",
+         module="experiments.export"),
+    Case("export_best_before_the_minimum", ("{workdir}", "--out={workdir}.out"),
+         "error: {workdir}: no best pruned level yet (minimum not yet reached); give --level=N",
+         breaks=lambda workdir: None, module="experiments.export"),
+    Case("export_level_not_reached", ("{workdir}", "--level=9", "--out={workdir}.out"),
+         "error: --level: {workdir} has no finished level 9 (finished: [0, 1, 2, 3])",
+         breaks=lambda workdir: None, module="experiments.export"),
+    Case("export_unknown_format", ("{workdir}", "--format=csr", "--out={workdir}.out"),
+         "error: --format: expected one of ('compact', 'bcoo'), got 'csr'",
+         breaks=lambda workdir: None, module="experiments.export"),
+    Case("export_replicate_out_of_range", ("{workdir}", "--level=0", "--replicate=5",
+                                           "--out={workdir}.out"),
+         "error: --replicate: {workdir} has replicates 0..1, got 5",
+         breaks=lambda workdir: None, module="experiments.export"),
+    Case("export_out_is_a_file", ("{workdir}", "--level=0", "--out={workdir}/config.json"),
+         "error: --out: cannot write into {workdir}/config.json: {workdir}/config.json is a "
+         "file, not a folder; give a folder", breaks=lambda workdir: None,
+         module="experiments.export"),
+    Case("export_out_under_a_file", ("{workdir}", "--level=0",
+                                     "--out={workdir}/config.json/new"),
+         "error: --out: cannot write into {workdir}/config.json/new: {workdir}/config.json is "
+         "a file, not a folder; give a folder", breaks=lambda workdir: None,
+         module="experiments.export"),
+    Case("export_twice_in_one_format", ("{workdir}", "--level=0", "--out={workdir}.out"),
+         "error: --out: {workdir}.out/compact.npz exists (an earlier export); give another "
+         "--out, or --overwrite to replace it", breaks=lambda workdir: None,
+         module="experiments.export", prepare=_earlier_export),
+    Case("export_level_checkpoint_truncated", ("{workdir}", "--level=1", "--out={workdir}.out"),
+         "error: checkpoint {workdir}/checkpoints/levels/1 is unreadable (",
+         breaks=_corrupt("checkpoints/levels/1/state/d/*", "truncate"),
+         module="experiments.export"),
+    Case("export_level_checkpoint_deleted", ("{workdir}", "--level=1", "--out={workdir}.out"),
+         "error: checkpoint {workdir}/checkpoints/levels/1 is missing; train it again with: "
+         "python -m experiments.run --workdir={workdir} (its metrics rows are kept)",
+         breaks=_delete("checkpoints/levels/1"), module="experiments.export"),
+    Case("report_level_checkpoint_deleted", ("{workdir}", "--redraw"),
+         "error: checkpoint {workdir}/checkpoints/levels/0 is missing; train it again with: "
+         "python -m experiments.run --workdir={workdir} (its metrics rows are kept)",
+         breaks=_delete("checkpoints/levels/0"), module="experiments.report"),
+    Case("report_level_checkpoint_garbage", ("{workdir}", "--redraw"),
+         "error: checkpoint {workdir}/checkpoints/levels/0 is unreadable (",
+         breaks=_corrupt("checkpoints/levels/0/state/manifest.ocdbt", "garbage"),
+         module="experiments.report"),
+    Case("report_mistyped_run_directory", ("{workdir}-typo",),
+         "error: {workdir}-typo does not exist (not started yet, or a mistyped path)",
+         module="experiments.report"),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """A damaged copy of the tiny run that running it again repairs, what the run must say
+    ({workdir} is filled in), and whether its rows are left as they were."""
+
+    name: str
+    breaks: Callable[[Path], None]
+    says: tuple[str, ...]
+    rows_kept: bool = True
+
+
+def _delete_all(*relatives: str) -> Callable[[Path], None]:
+    def delete(workdir: Path) -> None:
+        for relative in relatives:
+            _delete(relative)(workdir)
+    return delete
+
+
+AGAIN = "; training level {level} again (its metrics rows are kept)"
+DAMAGES = [
+    Damage("level_checkpoint_truncated",
+           _corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate"),
+           (f"checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
+            AGAIN.format(level=LAST))),
+    Damage("level_checkpoint_garbage",
+           _corrupt(f"checkpoints/levels/{LAST}/state/manifest.ocdbt", "garbage"),
+           (f"checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
+            AGAIN.format(level=LAST))),
+    Damage("level_checkpoint_piece_deleted",
+           _corrupt(f"checkpoints/levels/{LAST}/state/_METADATA", "delete"),
+           (f"checkpoint {{workdir}}/checkpoints/levels/{LAST} is ", AGAIN.format(level=LAST))),
+    Damage("dense_level_checkpoint_truncated",
+           _corrupt("checkpoints/levels/0/state/d/*", "truncate"),
+           ("checkpoint {workdir}/checkpoints/levels/0 is unreadable (", AGAIN.format(level=0))),
+    Damage("dense_level_and_rewind_deleted",
+           _delete_all("checkpoints/levels/0", "checkpoints/rewind"),
+           ("checkpoint {workdir}/checkpoints/levels/0 is missing" + AGAIN.format(level=0),)),
+    Damage("middle_level_and_rewind_deleted",
+           _delete_all("checkpoints/levels/1", "checkpoints/rewind"),
+           ("checkpoint {workdir}/checkpoints/levels/1 is missing" + AGAIN.format(level=1),
+            "checkpoint {workdir}/checkpoints/rewind/0 is missing; making the rewind point "
+            "again (level 0 to step 0)")),
+    Damage("rewind_checkpoint_garbage", _garble_rewind,
+           ("checkpoint {workdir}/checkpoints/rewind/0 is unreadable (",
+            "; making the rewind point again (level 0 to step 0)"), rows_kept=False),
 ]
 
 
@@ -301,19 +413,28 @@ def _run_case(case: Case, tiny_finished_run: Path, workdir: Path) -> Outcome:
     if not any(f.startswith("--workdir=") for f in flags):
         flags.append(f"--workdir={workdir}")
     extra = TINY_MIXTURE if case.config.startswith("--config=configs/mixture") else []
-    out = run_cli(case.config.format(workdir=workdir), *extra, *flags)
+    config = [case.config.format(workdir=workdir)] if case.config else []
+    out = run_cli(*config, *extra, *flags)
     return Outcome(workdir, before, out)
+
+
+def _repair(damage: Damage, tiny_finished_run: Path, workdir: Path) -> Outcome:
+    shutil.copytree(tiny_finished_run, workdir)
+    damage.breaks(workdir)
+    return Outcome(workdir, {}, run_cli(*MIXTURE, f"--workdir={workdir}"))
 
 
 @pytest.fixture(scope="module")
 def outcomes(tiny_finished_run: Path, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[dict[str, Future[Outcome]]]:
-    """Every case of the table, run side by side: they are independent processes that spend
-    most of their time starting up."""
+    """Every case of the tables (bad inputs, damages), run side by side: they are independent
+    processes that spend most of their time starting up."""
     root = tmp_path_factory.mktemp("cases")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        yield {c.name: pool.submit(_run_case, c, tiny_finished_run, root / c.name / "run")
-               for c in CASES}
+        yield {**{c.name: pool.submit(_run_case, c, tiny_finished_run, root / c.name / "run")
+                  for c in CASES},
+               **{d.name: pool.submit(_repair, d, tiny_finished_run, root / d.name / "run")
+                  for d in DAMAGES}}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -328,7 +449,23 @@ def test_bad_input_stops_with_one_line(case: Case, outcomes: dict[str, Future[Ou
 
 
 def test_there_are_at_least_twenty_bad_inputs() -> None:
-    assert len(CASES) >= 20 and len({c.name for c in CASES}) == len(CASES)
+    names = [c.name for c in CASES] + [d.name for d in DAMAGES]
+    assert len(CASES) >= 20 and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=lambda d: d.name)
+def test_damaged_checkpoints_are_trained_again(damage: Damage, tiny_finished_run: Path,
+                                               outcomes: dict[str, Future[Outcome]]) -> None:
+    outcome = outcomes[damage.name].result()
+    out, workdir = outcome.out, outcome.workdir
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    for text in damage.says:
+        assert text.format(workdir=workdir) in out.stderr, out.stderr[-3000:]
+    if damage.rows_kept:
+        assert rows(workdir) == rows(tiny_finished_run)  # kept, none written again
+    assert soak.compare(tiny_finished_run, workdir).ok  # the same rows, masks and params
+    status = json.loads((workdir / "status.json").read_text())
+    assert (status["state"], status["level"]) == ("finished", LAST)
 
 
 # -- recovering --------------------------------------------------------------------------------
@@ -358,20 +495,97 @@ def test_unreadable_progress_checkpoint_restarts_the_level(tiny_finished_run: Pa
     assert soak.compare(tiny_finished_run, workdir).ok  # the same rows, masks and params
 
 
+def follow(line: str, after: str) -> subprocess.CompletedProcess:
+    """Runs the ``python -m MODULE ARGS`` that ``line`` names after ``after``."""
+    command = line.split(after, 1)[1].split(" (its metrics rows are kept)")[0].split()
+    assert command[:2] == ["python", "-m"], line
+    return run_cli(*command[3:], module=command[2])
+
+
 def test_following_the_advice_for_an_unreadable_level(tiny_finished_run: Path,
                                                        tmp_path: Path) -> None:
     workdir = tmp_path / "run"
     shutil.copytree(tiny_finished_run, workdir)
-    _corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate")(workdir)
-    line = error_line(run_cli(*MIXTURE, f"--workdir={workdir}"))
-    assert line.endswith("delete that directory (for level 0, checkpoints/rewind too) and run "
-                         "the same command again to retrain that level; its metrics rows are kept")
-    shutil.rmtree(workdir / "checkpoints" / "levels" / str(LAST))
-    out = run_cli(*MIXTURE, f"--workdir={workdir}")
+    _corrupt("checkpoints/levels/1/state/d/*", "truncate")(workdir)
+    export = (workdir, "--level=1", f"--out={tmp_path / 'out'}")
+    line = error_line(run_cli(*export, module="experiments.export"))
+    assert line.startswith(f"error: checkpoint {workdir}/checkpoints/levels/1 is unreadable (")
+    assert line.endswith(f"; delete that directory, then train it again with: python -m "
+                         f"experiments.run --workdir={workdir} (its metrics rows are kept)")
+    shutil.rmtree(workdir / "checkpoints" / "levels" / "1")
+    out = follow(line, "then train it again with: ")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert f"checkpoint {workdir}/checkpoints/levels/1 is missing; training level 1" in out.stderr
     assert rows(workdir) == rows(tiny_finished_run)  # kept, not written again
-    # The level retrained to the same masks and params.
+    assert soak.compare(tiny_finished_run, workdir).ok  # retrained to the same masks and params
+    assert run_cli(*export, module="experiments.export").returncode == 0
+
+
+def test_following_the_advice_for_a_missing_level(tiny_finished_run: Path,
+                                                   tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_finished_run, workdir)
+    shutil.rmtree(workdir / "checkpoints" / "levels" / "0")
+    line = error_line(run_cli(workdir, "--redraw", module="experiments.report"))
+    assert line == (f"error: checkpoint {workdir}/checkpoints/levels/0 is missing; train it again "
+                    f"with: python -m experiments.run --workdir={workdir} (its metrics rows are "
+                    f"kept)")
+    out = follow(line, "train it again with: ")
+    assert out.returncode == 0, out.stderr[-3000:]
     assert soak.compare(tiny_finished_run, workdir).ok
+    out = run_cli(workdir, "--redraw", module="experiments.report")
+    assert out.returncode == 0 and "wrote 12 figure files" in out.stderr, out.stderr[-3000:]
+
+
+def test_following_the_advice_for_an_edited_config(tiny_finished_run: Path,
+                                                   tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_finished_run, workdir)
+    _edit_config("model", "hidden", [9])(workdir)
+    line = error_line(run_cli(workdir, "--redraw", module="experiments.report"))
+    assert line.endswith("if config.json was edited, put back the config the run was trained "
+                         "with")
+    shutil.copy(tiny_finished_run / "config.json", workdir / "config.json")
+    out = run_cli(workdir, "--redraw", module="experiments.report")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_following_the_advice_of_export(tiny_finished_run: Path, tmp_path: Path) -> None:
+    export = (tiny_finished_run, f"--out={tmp_path}")
+    line = error_line(run_cli(*export, module="experiments.export"))
+    assert line.endswith("; give --level=N")
+    out = run_cli(*export, "--level=0", module="experiments.export")
+    assert out.returncode == 0 and (tmp_path / "compact.npz").is_file(), out.stderr[-3000:]
+    line = error_line(run_cli(*export, "--level=1", module="experiments.export"))
+    assert line.endswith("exists (an earlier export); give another --out, or --overwrite to "
+                         "replace it")
+    out = run_cli(*export, "--level=1", "--overwrite", module="experiments.export")
+    assert out.returncode == 0 and "exported level 1 replicate 0" in out.stdout
+
+
+def test_print_config_says_what_running_would_do(tiny_finished_run: Path, tmp_path: Path) -> None:
+    stored = RunDir(tiny_finished_run).stored_config()
+
+    def plan(run: Path = tiny_finished_run, **fields: object) -> str:
+        config = copy.deepcopy(stored)
+        for key, value in fields.items():
+            set_field(config, key, value)
+        return imp.plan(config, str(run))
+
+    same = "running it again changes nothing"
+    assert plan() == f"is finished (4 levels): reached imp.levels=3; {same}"
+    # Stopped by other conditions than the run's, as the run itself would be.
+    assert plan(**{"imp.levels": 2}) == f"is finished (4 levels): reached imp.levels=2; {same}"
+    assert plan(**{"imp.min_weights": 60, "imp.levels": 10}) == (
+        "is finished (4 levels): the next level would keep 38 prunable weights, fewer than "
+        f"imp.min_weights=60; {same}")
+    assert plan(**{"imp.levels": 5}) == (
+        "would resume at level 4, epoch 0, after 4 finished level(s)")
+    damaged = tmp_path / "run"
+    shutil.copytree(tiny_finished_run, damaged)
+    shutil.rmtree(damaged / "checkpoints" / "levels" / "1")
+    assert plan(damaged) == ("is finished (4 levels): reached imp.levels=3; would train level(s) "
+                             "1 again (checkpoint missing)")
 
 
 def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_finished_run: Path,

@@ -1,6 +1,7 @@
 """Sweeps across workers: several workers on one sweep directory (one of them killed), the local
 submitit launcher, SLURM submission through stand-in commands, and the sweep status."""
 
+import contextlib
 import json
 import os
 import re
@@ -9,8 +10,10 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import submitit
 
 from imp_jax import cluster, imp, sweep
 from imp_jax.config import ConfigError
@@ -95,6 +98,64 @@ def test_local_launcher_runs_the_workers_as_jobs(reference, tmp_path):
     job_logs = sorted((sweep_dir / "jobs").glob("*_log.err"))
     assert len(job_logs) == 2  # each job's log
     assert ran(p.read_text() for p in job_logs) == NAMES
+
+
+def job_processes(folder):
+    """The processes of submitit jobs with ``folder``: their shells, controllers and workers."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(folder) in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow  # two worker processes start, train and are stopped: about a minute
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
+def test_a_signal_stops_the_local_workers_for_real(tmp_path, signum):
+    sweep_dir = tmp_path / "sweep"
+    proc = python("experiments.sweep", *FLAGS, "--config.train.epochs=100000",
+                  "--config.checkpoint.every_epochs=0", f"--sweep_dir={sweep_dir}",
+                  "--launcher=local", "--workers=2")
+    try:
+        deadline = time.monotonic() + 300
+        while sum(RunDir(sweep_dir / name).holder() is not None for name in NAMES) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.2)  # until both workers train a point
+        assert len(job_processes(sweep_dir / "jobs")) >= 4  # shells, controllers, workers
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:  # after a failure, nothing of the test is left running
+        if proc.poll() is None:
+            proc.kill()
+        for pid in job_processes(sweep_dir / "jobs"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: stopped by signal {signum} while the workers ran; they were stopped too, "
+        f"and the same command resumes the sweep")
+    assert job_processes(sweep_dir / "jobs") == []  # no worker, controller or shell is left
+    assert all(RunDir(sweep_dir / name).holder() is None for name in NAMES)
+    assert not any(finished(sweep_dir / name) for name in NAMES)
+
+
+def test_slurm_jobs_are_stopped_by_scancel(tmp_path):
+    env = fake_slurm(tmp_path)
+    (tmp_path / "bin" / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/scancel\n")
+    (tmp_path / "bin" / "scancel").chmod(stat.S_IRWXU)
+    jobs = [submitit.SlurmJob(tmp_path / "jobs", f"4242_{i}") for i in range(2)]
+    old = os.environ["PATH"]
+    os.environ["PATH"] = env["PATH"]
+    try:
+        cluster.stop(jobs)
+    finally:
+        os.environ["PATH"] = old
+    assert (tmp_path / "scancel").read_text().split() == ["4242_0", "4242_1"]
 
 
 def fake_slurm(tmp_path):

@@ -6,12 +6,14 @@ import json
 import chex
 import jax
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar10_noise
 from imp_jax import imp
 
 
+@pytest.mark.slow
 def test_cifar10_smoke_on_mock_data(tmp_path, monkeypatch):
     starts = {}
     original = imp.Run._train_level

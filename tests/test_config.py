@@ -1,9 +1,14 @@
-"""Config validation: every bad value stops the run before any work, naming the field."""
+"""Config validation: every bad value stops the run before any work, naming the field; and the
+fingerprints that name default run and sweep directories."""
+
+import importlib
+from pathlib import Path
 
 import pytest
 
 from configs import cifar10_noise, mixture_linear, mixture_xor, mnist_noise, mnist_resnet_noise
 from imp_jax import config as config_lib
+from imp_jax import rundir, sweep
 
 
 @pytest.mark.parametrize("module", [mnist_noise, mixture_linear, mixture_xor, cifar10_noise,
@@ -83,6 +88,48 @@ def test_fingerprint_ignores_paths_and_stop_conditions():
     assert config_lib.fingerprint(a) == config_lib.fingerprint(b)
     b.train.lr = 0.05
     assert config_lib.fingerprint(a) != config_lib.fingerprint(b)
+
+
+CONFIG_FILES = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
+                      if p.stem not in ("variants", "reproduce"))
+
+
+def fingerprints() -> dict[str, str]:
+    """The fingerprint of every shipped config (run or sweep) and of its smoke variant."""
+    out = {}
+    for name in CONFIG_FILES:
+        module = importlib.import_module(f"configs.{name}")
+        for arg in (None, "smoke"):
+            try:
+                c = module.get_config(arg)
+            except ValueError:  # a config without that variant
+                continue
+            out[f"{name}:{arg}"] = (sweep.fingerprint(c) if "sweep" in c
+                                    else config_lib.fingerprint(c))
+    return out
+
+
+def test_a_new_field_with_a_default_keeps_every_directory_name(monkeypatch):
+    before = fingerprints()
+    monkeypatch.setitem(config_lib.FIELDS, "train.clip_norm",
+                        config_lib.Field(0.0, lambda v: None, "gradient clipping (0 = none)"))
+    assert "clip_norm" in config_lib.base_config().train
+    assert fingerprints() == before
+    c = mnist_noise.get_config()
+    c.train.clip_norm = 1.0  # set, it names another run
+    assert config_lib.fingerprint(c) != before["mnist_noise:None"]
+
+
+def test_a_run_named_by_the_earlier_fingerprint_is_found(tmp_path):
+    c = mixture_linear.get_config("smoke")
+    old = rundir.RunDir(tmp_path / f"{c.name}-{config_lib.legacy_fingerprint(c)}")
+    assert rundir.default_dir(c, tmp_path) == tmp_path / f"{c.name}-{config_lib.fingerprint(c)}"
+    old.claim(c)  # a run an earlier version made
+    other = mixture_linear.get_config("smoke")
+    other.train.lr = 0.05
+    rundir.RunDir(tmp_path / f"{c.name}-0123456789").claim(other)  # another config's
+    assert rundir.default_dir(c, tmp_path) == old.root
+    assert rundir.default_dir(other, tmp_path) == tmp_path / f"{c.name}-0123456789"
 
 
 def test_rewind_steps():

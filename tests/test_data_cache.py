@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from imp_jax import data
+from tests.conftest import MNIST_ARCHIVES
 
 ROOT = Path(__file__).resolve().parents[1]
 # First on PYTHONPATH, this makes TensorFlow look uninstalled: importing it fails, and
@@ -134,3 +135,34 @@ def test_unwritable_cache_folder_keeps_no_cache(tmp_path, caplog):
         data._write_cache(tmp_path / "absent" / "c.npz", "toy/1.0.0", TOY)
     assert "could not cache toy/1.0.0's arrays" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+# Loads MNIST into the data_dir argv[1] from the archives in argv[2], saying what it did.
+LOAD_MNIST = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from imp_jax import data
+x_train, _, x_test, _, classes = data.load_tfds("mnist", data_dir=sys.argv[1],
+                                                manual_dir=sys.argv[2])
+print(len(x_train), len(x_test), classes)
+"""
+
+
+@pytest.mark.slow  # three processes load TensorFlow; one prepares MNIST (about 45 s)
+def test_processes_preparing_one_dataset_take_turns(tmp_path):
+    if not MNIST_ARCHIVES.is_dir():
+        pytest.skip(f"the MNIST archives are not at {MNIST_ARCHIVES}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", LOAD_MNIST, str(tmp_path / "tfds"),
+                               str(MNIST_ARCHIVES)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()  # those still running after a failure
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert out.split()[-3:] == ["60000", "10000", "10"]  # after tfds' own lines
+    # One prepared it; the others waited for it, then read it.
+    assert sum("prepared mnist in" in err for _, err in outs) == 1, [e[-2000:] for _, e in outs]

@@ -76,8 +76,9 @@ def test_export_predicts_as_the_masked_model(name, fmt, kind):
     # "magnitude": the masks IMP makes, global magnitude pruning level after level (95% pruned).
     mask = _random_mask(params, kept=0.1) if kind == "random" else _imp_mask(params, levels=6)
     net = export.EXPORTERS[fmt](params, mask, state)
+    # Folded biases and BatchNorm reorder float32 sums: logits of size 30 agree to 1e-5 relative.
     chex.assert_trees_all_close(net.predict(x), _masked_logits(model, x, params, mask, state),
-                                atol=1e-5)
+                                atol=1e-4, rtol=1e-5)
     assert net.meta["weights"]["kept"] == export.weight_counts(mask)["kept"]
     if fmt == "bcoo":  # only the kept kernel weights are stored
         assert net.meta["weights"]["stored"] == net.meta["weights"]["kept"]
@@ -95,8 +96,9 @@ def test_a_unit_without_kept_inputs_is_folded_into_the_next_bias():
                                       "bias": params["hidden_0"]["bias"].at[:3].set(0.8)}}
     net = export.compact(params, mask, state)
     assert net.shape == "64-61-10"
+    # Folded biases and BatchNorm reorder float32 sums: logits of size 30 agree to 1e-5 relative.
     chex.assert_trees_all_close(net.predict(x), _masked_logits(model, x, params, mask, state),
-                                atol=1e-5)
+                                atol=1e-4, rtol=1e-5)
     # Their constant went into the output bias; dropping them unfolded would change the logits.
     folded = params["output"]["bias"] + 0.8 * params["output"]["kernel"][:3].sum(0)
     chex.assert_trees_all_close(net.arrays["output/bias"], folded, atol=1e-6)
@@ -120,8 +122,9 @@ def test_resnet_drops_dead_inner_channels_and_keeps_the_residual_stream():
     mask = {**mask, block: {**mask[block], "conv_1": {"kernel": jnp.asarray(k1)}}}
     net = export.compact(params, mask, state)
     assert net.shape == "3-4-4:4-5:8-16:16-5"
+    # Folded biases and BatchNorm reorder float32 sums: logits of size 30 agree to 1e-5 relative.
     chex.assert_trees_all_close(net.predict(x), _masked_logits(model, x, params, mask, state),
-                                atol=1e-5)
+                                atol=1e-4, rtol=1e-5)
 
 
 def test_other_models_are_refused_with_a_reason():

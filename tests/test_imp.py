@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import mixture_linear
-from imp_jax import imp
+from imp_jax import imp, soak
 from imp_jax.checkpoints import Checkpoints
 from imp_jax.rundir import RunDirError
 
@@ -332,3 +332,22 @@ def test_levels_past_best_reads_the_mean_test_error():
             for i, e in enumerate([0.2, 0.3, 0.1, 0.15, 0.4]) for r in range(2)]
     assert analysis.levels_past_best(rows) == (2, 2)
     assert analysis.levels_past_best(rows[:6]) is None  # not yet risen after the minimum
+
+
+def test_a_missing_level_and_a_damaged_rewind_point_are_made_again(tmp_path, caplog):
+    exp = imp.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 2}))
+    reference, damaged = tmp_path / "reference", tmp_path / "damaged"
+    run(exp, reference)
+    shutil.copytree(reference, damaged)
+    for name in ("levels/2", "progress"):  # the last level, and its in-level checkpoint
+        shutil.rmtree(damaged / "checkpoints" / name)
+    for part in (damaged / "checkpoints" / "rewind" / "10" / "state" / "d").iterdir():
+        part.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger=imp.__name__):
+        run(exp, damaged)
+    assert (f"checkpoint {damaged}/checkpoints/levels/2 is missing; training level 2 again (its "
+            f"metrics rows are kept)") in caplog.text
+    assert (f"checkpoint {damaged}/checkpoints/rewind/10 is unreadable (" in caplog.text
+            and "; making the rewind point again (level 0 to step 10)" in caplog.text)
+    assert (damaged / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+    assert soak.compare(reference, damaged).ok  # the same masks and weights, bitwise

@@ -10,6 +10,7 @@ import pytest
 from test_run_cli import ROOT, TINY_MIXTURE
 
 ARGS = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
+pytestmark = pytest.mark.slow  # runs in two subprocesses
 
 
 def free_port() -> int:

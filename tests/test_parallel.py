@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 DEVICES = 8
+pytestmark = pytest.mark.slow  # every check runs in a subprocess of 8 simulated devices
 ROOT = Path(__file__).resolve().parents[1]
 
 

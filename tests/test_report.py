@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from imp_jax import report
+from imp_jax.rundir import RunDir
 from tests.conftest import files_outside_plots
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,10 +101,31 @@ def test_report_rejects_paths_that_are_not_runs(workdir, tmp_path):
 
 
 def test_load_rows_errors(workdir, tmp_path):
-    with pytest.raises(report.ReportError, match="is not a directory"):
+    with pytest.raises(report.ReportError, match="nope does not exist"):
         report.load_rows(str(tmp_path / "nope"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(report.ReportError, match="file is not a directory"):
+        report.load_rows(str(tmp_path / "file"))
+    with pytest.raises(report.ReportError, match=r"never: not started yet \(no sweep.json\)$"):
+        report.load_study(str(tmp_path / "never"))
     shutil.copy(workdir / "config.json", tmp_path)
     with pytest.raises(report.ReportError, match="has no finished level yet"):
         report.load_rows(str(tmp_path))
     rows, num_bins = report.load_rows(str(workdir))
     assert num_bins == 15 and len(rows) == 4 * 2
+
+
+def test_figures_are_up_to_date_only_when_all_are_there_and_newer(tiny_finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_finished_run, run)
+    config = RunDir(run).stored_config()
+    assert sorted(report.expected_figures(config)) == sorted(figure_files(tiny_finished_run))
+    assert report.figures_up_to_date(str(run))
+    for name in ("ece_curve.pdf", "mixture_profile.png", "mixture_error_map.pdf"):
+        (run / "plots" / name).unlink()  # a drawing killed half-way
+    assert not report.figures_up_to_date(str(run))
+    shutil.copytree(tiny_finished_run / "plots", run / "plots", dirs_exist_ok=True)
+    assert report.figures_up_to_date(str(run))
+    later = (run / "plots" / "sdd_curve.png").stat().st_mtime + 1
+    os.utime(run / "metrics.jsonl", (later, later))  # a row written after the figures
+    assert not report.figures_up_to_date(str(run))

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,7 @@ def test_mnist_smoke(mnist_tfds, tmp_path):
     assert json.loads((workdir / "summary.json").read_text())["finished"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["mixture_linear", "mixture_xor"])
 def test_mixture_smoke_default_workdir_and_rerun(config, tmp_path, request):
     args = [f"--config={ROOT / 'configs' / config}.py:smoke", *TINY_MIXTURE]
@@ -85,3 +87,18 @@ def test_batch_larger_than_dataset(tmp_path):
     assert out.returncode == 2
     assert "config.train.batch_size: 1000 is larger than the training set (500 examples)" \
         in out.stderr
+
+
+def test_a_run_named_by_an_earlier_version_is_found_not_started_again(tiny_finished_run,
+                                                                      tmp_path):
+    # The directory an earlier version named the session's tiny run (another hash of the
+    # same results-determining fields): the same command reports it finished, beside nothing.
+    old = tmp_path / "runs" / "mixture_linear_smoke-0123456789"
+    shutil.copytree(tiny_finished_run, old)
+    out = run_cli(f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE,
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"the run of this config is in runs/{old.name} (named by an earlier version)" \
+        in out.stderr and "is finished" in out.stderr
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [old.name]
+    assert rows(old) == rows(tiny_finished_run)

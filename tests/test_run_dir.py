@@ -45,6 +45,7 @@ def finished(tiny_finished_run: Path) -> Path:
     return tiny_finished_run
 
 
+@pytest.mark.slow
 def test_a_second_trainer_is_refused_and_no_row_is_repeated(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
     first = start(*MIXTURE, *LONG, f"--workdir={workdir}")
@@ -95,6 +96,7 @@ def test_readers_skip_a_torn_line_without_writing(finished: Path, tmp_path: Path
     assert len(RunDir(workdir).read_rows()) == 7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "after"), [(signal.SIGINT, "start-up"),
                                                (signal.SIGTERM, "training")])
 def test_signals_are_honoured_within_seconds(tmp_path: Path, signum: int, after: str) -> None:

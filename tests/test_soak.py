@@ -13,6 +13,9 @@ import pytest
 from imp_jax import soak
 from tests.test_run_cli import ROOT, TINY_MIXTURE
 
+# Every test reads the soak: a tiny run killed and resumed in subprocesses.
+pytestmark = pytest.mark.slow
+
 CONFIG = [f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE]
 
 

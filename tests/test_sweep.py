@@ -236,6 +236,7 @@ def test_sweep_refuses_another_sweeps_directory(reference, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_killed_command_line_sweep_resumes(reference, tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = python("experiments.sweep", *TINY_FLAGS, f"--sweep_dir={sweep_dir}",

@@ -221,7 +221,7 @@ PREVIOUS = {"fcn": ([1.0865057, 1.2160237], 9.758451, 600.8088),
             "resnet": ([1.0310486, 0.9802559], 6.019968, 96.77948)}
 
 
-@pytest.mark.parametrize("name", ["fcn", "resnet"])
+@pytest.mark.parametrize("name", ["fcn", pytest.param("resnet", marks=pytest.mark.slow)])
 def test_results_match_the_previous_trainer(name):
     """A small FCN, and a ResNet with BatchNorm and a padded last batch, as before."""
     rng = np.random.default_rng(0)
