@@ -92,7 +92,17 @@ class Exported:
     meta: dict[str, Any]
 
     def predict(self, x: jax.Array) -> jax.Array:
-        """The logits (N, classes) of a batch ``x`` (jitted; compiled once per input shape)."""
+        """The logits (N, classes) of a batch ``x`` (jitted; compiled once per input shape):
+        what the dataset gives, raw uint8 pixels for an image run (standardised here with the
+        run's statistics, ``meta["normalisation"]``), the points themselves otherwise.
+
+        Raises:
+          ValueError: an image export given anything but uint8 pixels (already standardised
+            inputs would be standardised twice).
+        """
+        if self.meta["normalisation"] is not None and np.asarray(x).dtype != np.uint8:
+            raise ValueError(f"this export takes raw uint8 pixels, as the dataset gives them "
+                             f"(it standardises them itself), got {np.asarray(x).dtype}")
         return _predictor(json.dumps(_static(self.meta), sort_keys=True))(self.arrays, x)
 
     @property
@@ -524,9 +534,10 @@ def read_level(run_dir: str | Path, level: int, replicate: int | None = 0) -> li
             raise ExportError(f"--level: {run_dir} has no finished level {level} "
                               f"(finished: {finished})")
         state = ckpt.restore_level(level, None)  # a missing one: the command to retrain it
-    # Runs that keep uint8 images (data.augment) normalise them on device with fixed statistics.
+    # Image runs standardise raw uint8 pixels (on the host, or on device with data.augment):
+    # the export does it too, so that it takes what the dataset gives.
     stats = None
-    if config.data.augment:
+    if tasks.get(config.data.name).stats is not None:
         stats = (tasks.IMAGENET if config.data.normalisation == "imagenet"
                  else tasks.get(config.data.name).stats)
     out = []

@@ -108,3 +108,19 @@ def fresh_config():
     c = mixture_linear.get_config("smoke")
     c.data.mixture_dim, c.data.label_noise, c.eval.fresh_points = 10, 0.1, 2000
     return c
+
+
+@pytest.mark.slow
+def test_an_export_takes_the_raw_pixels_and_gives_the_rows_error(mnist_run, mnist_tfds):
+    """``export.load(path).predict`` on MNIST as the dataset gives it (uint8 pixels) has the
+    run's recorded test error; standardised inputs are refused rather than standardised
+    twice."""
+    from imp_jax import data as data_lib
+    from imp_jax import export
+
+    _, _, x_test, y_test, _ = data_lib.load_tfds("mnist", **mnist_tfds)
+    exported = export.export_run(mnist_run.workdir, "compact", level=2, replicate=1)
+    errors = np.mean(np.argmax(np.asarray(exported.predict(x_test)), -1) != y_test)
+    assert errors == pytest.approx(mnist_run.row(2, 1)["test_error"], abs=1e-4)
+    with pytest.raises(ValueError, match="raw uint8 pixels"):
+        exported.predict(x_test.astype(np.float32) / 255)
