@@ -22,9 +22,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 from imp_jax import data
-
-# The original MNIST archives, kept beside the repository (see shared/data/mnist/README.md).
-MNIST_ARCHIVES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+from tests.helpers import MNIST_ARCHIVES, ROOT, TINY_MIXTURE, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +58,6 @@ def tiny_finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory (``runs/mixture_linear_smoke-<hash>`` under a fresh working directory). Tests may
     rerun it (which appends to its log) or draw its figures; a test that changes anything else
     works on a copy."""
-    from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
 
     cwd = tmp_path_factory.mktemp("tiny_run")
     out = run_cli(f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE,
@@ -77,9 +74,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "mnist_tfds" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
-
-def files_outside_plots(root: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file under ``root`` but its ``plots/`` folders, as its bytes and mtime: a reader
-    that leaves this unchanged wrote nothing but figures."""
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file() and "plots" not in p.parts}

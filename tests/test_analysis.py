@@ -10,32 +10,7 @@ import numpy as np
 import pytest
 
 from imp_jax import analysis
-
-
-def make_rows(test_errors, *, weights=1000, **per_level):
-    """Rows of a run whose level L has ``test_errors[L]`` (a float, or one per replicate).
-
-    Other metrics are given per level as ``name=[...]`` (floats or per-replicate lists);
-    unnamed required metrics get fixed values. Each level keeps 80% of the previous weights.
-    """
-    rows = []
-    for level, errors in enumerate(test_errors):
-        errors = errors if isinstance(errors, list) else [errors]
-        remaining = round(weights * 0.8**level)
-        for r, error in enumerate(errors):
-            row = {"level": level, "replicate": r, "remaining_weights": remaining,
-                   "total_weights": weights, "prunable_remaining": remaining - 10,
-                   "prunable_total": weights - 10, "test_error": error, "train_error": 0.1,
-                   "test_nll": 0.5, "test_ece_15": 0.05, "test_noisy_ece_15": 0.04,
-                   "test_overconfidence": 0.02}
-            for name, values in per_level.items():
-                value = values[level]
-                row[name] = value[r] if isinstance(value, list) else value
-            rows.append(row)
-    return rows
-
-
-SDD = [0.20, 0.25, 0.30, 0.22, 0.15, 0.12, 0.18, 0.26, 0.35]
+from tests.helpers import SDD, make_rows
 
 
 def test_level_curve_mean_std_over_replicates_in_level_order():

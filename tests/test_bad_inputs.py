@@ -28,8 +28,7 @@ import pytest
 from imp_jax import imp, soak
 from imp_jax.config import set_field
 from imp_jax.rundir import RunDir
-from tests.conftest import MNIST_ARCHIVES
-from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
+from tests.helpers import MNIST_ARCHIVES, ROOT, TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
 LAST = 3  # the tiny run's last level (the smoke config's imp.levels)

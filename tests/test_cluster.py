@@ -18,7 +18,7 @@ import submitit
 from imp_jax import cluster, imp, sweep
 from imp_jax.config import ConfigError
 from imp_jax.rundir import RunDir
-from tests.test_sweep import ROOT, TINY_FLAGS, finished, python, results, tiny_sweep, uninterrupted
+from tests.helpers import ROOT, TINY_FLAGS, finished, python, results, tiny_sweep, uninterrupted
 
 WIDTHS = (4, 8, 12)
 NAMES = sorted(f"width={w}" for w in WIDTHS)

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from imp_jax import data
-from tests.conftest import MNIST_ARCHIVES
+from tests.helpers import MNIST_ARCHIVES, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # First on PYTHONPATH, this makes TensorFlow look uninstalled: importing it fails, and
 # importlib.util.find_spec (how tensorflow-datasets and etils look for it) finds nothing.
 HIDE_TENSORFLOW = """

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from imp_jax import data
-from tests.test_run_cli import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 MNIST_ARCHIVES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                   "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]

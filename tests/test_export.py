@@ -13,7 +13,7 @@ import pytest
 
 from imp_jax import export, masks, models
 from imp_jax.rundir import RunDir
-from tests.test_run_cli import run_cli
+from tests.helpers import run_cli
 
 # (model, input shape) of the three architectures an export covers; small shapes.
 MODELS = {

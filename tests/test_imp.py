@@ -13,29 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs import mixture_linear
 from imp_jax import imp, soak
 from imp_jax.checkpoints import Checkpoints
 from imp_jax.rundir import RunDirError
-
-TIMING = ("time_train_s", "time_eval_s", "time_prune_s", "time_checkpoint_s")
-
-
-def tiny_config(**overrides):
-    c = mixture_linear.get_config("smoke")
-    c.data.mixture_dim = 10
-    c.data.mixture_train = 500
-    c.data.mixture_test = 300
-    c.model.hidden = (8,)
-    c.train.batch_size = 64
-    c.train.epochs = 4
-    c.train.momentum = 0.9
-    c.imp.levels = 3
-    c.checkpoint.every_epochs = 1
-    for key, value in overrides.items():
-        section, field = key.split(".")
-        c[section][field] = value
-    return c
+from tests.helpers import results, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +30,6 @@ def run(experiment, workdir):
         return runner.run()
     finally:
         runner.ckpt.close()
-
-
-def results(workdir):
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def final_state(experiment, workdir, level):

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from test_run_cli import ROOT, TINY_MIXTURE
+
+from tests.helpers import ROOT, TINY_MIXTURE
 
 ARGS = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
 pytestmark = pytest.mark.slow  # runs in two subprocesses

@@ -8,15 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
+
 DEVICES = 8
 pytestmark = pytest.mark.slow  # every check runs in a subprocess of 8 simulated devices
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def on_devices(*args):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}

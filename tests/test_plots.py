@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from imp_jax import mixtures, plots
-from tests.test_analysis import SDD, make_rows
+from tests.helpers import SDD, make_rows
 
 
 def assert_written(paths, tmp_path, name):

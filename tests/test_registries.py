@@ -5,7 +5,6 @@ command line, with resume; the optimizers and schedules of ``train.optimizer`` /
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -17,9 +16,7 @@ import pytest
 from imp_jax import imp, masks, models, optimizers
 from imp_jax.config import ConfigError, validate
 from imp_jax.train import Hyper
-from tests.test_imp import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, tiny_config
 
 
 class Bottleneck(nn.Module):

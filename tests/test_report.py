@@ -6,15 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from imp_jax import report
 from imp_jax.rundir import RunDir
-from tests.conftest import files_outside_plots
+from tests.helpers import ROOT, files_outside_plots
 
-ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("sdd_curve", "ece_curve", "calibration", "mixture_profile", "mixture_vs_true",
            "mixture_error_map")
 COLUMNS = ["run", "model", "level", "weights", "compact shape", "test error", "ECE (clean)",

@@ -11,7 +11,7 @@ from configs import reproduce as scales
 from imp_jax import analysis, claims, reproduce
 from imp_jax import verdicts as v
 from imp_jax.claims import Measured
-from tests.test_run_cli import run_cli
+from tests.helpers import run_cli
 
 
 def _tables(out):

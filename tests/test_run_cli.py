@@ -2,25 +2,11 @@
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_MIXTURE = ["--config.data.mixture_dim=10", "--config.data.mixture_train=500",
-                "--config.data.mixture_test=300", "--config.model.hidden=(8,)",
-                "--config.train.epochs=3", "--config.train.batch_size=100",
-                "--config.eval.fresh_points=2000", "--config.checkpoint.every_epochs=1"]
-
-
-def run_cli(*args, cwd=ROOT, module="experiments.run"):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+from tests.helpers import ROOT, TINY_MIXTURE, run_cli
 
 
 def rows(workdir):

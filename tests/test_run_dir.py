@@ -16,7 +16,7 @@ import pytest
 
 from imp_jax import plots
 from imp_jax.rundir import FILE_MODE, RunDir
-from tests.test_run_cli import ROOT, TINY_MIXTURE, run_cli
+from tests.helpers import ROOT, TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
 # A run that trains until it is stopped.

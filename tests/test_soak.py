@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imp_jax import soak
-from tests.test_run_cli import ROOT, TINY_MIXTURE
+from tests.helpers import ROOT, TINY_MIXTURE
 
 # Every test reads the soak: a tiny run killed and resumed in subprocesses.
 pytestmark = pytest.mark.slow

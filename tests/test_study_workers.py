@@ -2,7 +2,7 @@
 as the current one has no point left for it."""
 
 from imp_jax import cluster, sweep
-from tests.test_sweep import finished, tiny_sweep
+from tests.helpers import finished, tiny_sweep
 
 
 def test_a_worker_runs_every_sweep_it_is_given(tmp_path):

@@ -3,10 +3,8 @@ an uninterrupted one, and the study report on a sweep directory."""
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,42 +17,17 @@ from imp_jax import config as config_lib
 from imp_jax import sweep as sweep_cli
 from imp_jax.config import ConfigError
 from imp_jax.rundir import RunDirError
-from tests.conftest import files_outside_plots
-from tests.test_analysis import SDD, make_rows
-
-ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("time_train_s", "time_eval_s", "time_prune_s", "time_checkpoint_s")
-# Two widths x two replicates of a tiny mixture task, as the command line gives it.
-TINY = {"data.mixture_dim": 10, "data.mixture_train": 500, "data.mixture_test": 300,
-        "train.epochs": 2, "train.batch_size": 100, "eval.fresh_points": 2000,
-        "sweep.width": (4, 8), "imp.levels": 2, "checkpoint.every_epochs": 1}
-TINY_FLAGS = ["--config=configs/mixture_linear_widths.py:smoke",
-              *(f"--config.{k}={v}".replace(" ", "") for k, v in TINY.items())]
-
-
-def tiny_sweep():
-    c = mixture_linear_widths.get_config("smoke")
-    for key, value in TINY.items():
-        section, field = key.split(".")
-        c[section][field] = value
-    return c
-
-
-def python(module, *args, output=subprocess.PIPE):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env,
-                            stdout=output, stderr=output, text=True)
-
-
-def finished(run_dir):
-    summary = run_dir / "summary.json"
-    return summary.exists() and json.loads(summary.read_text())["finished"]
-
-
-def results(run_dir):
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
+from tests.helpers import (
+    SDD,
+    TINY_FLAGS,
+    files_outside_plots,
+    finished,
+    make_rows,
+    python,
+    results,
+    tiny_sweep,
+    uninterrupted,
+)
 
 # -- points -----------------------------------------------------------------------------------
 
@@ -159,13 +132,6 @@ def test_fingerprint_ignores_the_axes_values_only():
 
 
 # -- running ----------------------------------------------------------------------------------
-
-
-def uninterrupted(tmp_path_factory, config):
-    """The sweep directory of ``config`` run in one go, to compare others with."""
-    sweep_dir = tmp_path_factory.mktemp("reference")
-    sweep_cli.run_sweep(config, sweep_dir)
-    return sweep_dir
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from tensorboardX.proto import event_pb2
 
 from imp_jax import logs
 from imp_jax.progress import Progress
-from tests.test_run_cli import TINY_MIXTURE, run_cli
+from tests.helpers import TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
 
