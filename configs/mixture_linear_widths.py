@@ -19,7 +19,7 @@ Variants (``configs/mixture_linear_widths.py:ARG``):
 import ml_collections
 
 from configs import mixture_linear, variants
-from imp_jax.sweep import with_sweep
+from imp_jax.study.sweep import with_sweep
 
 WIDTHS = (1, 3, 5, 8, 10, 15, 20, 25, 50, 100, 200, 500, 1000, 10_000)
 CPU_WIDTHS = (1, 3, 5, 10, 20, 50, 100, 200, 500, 1000)

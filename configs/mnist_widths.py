@@ -26,7 +26,7 @@ Variants (``configs/mnist_widths.py:ARG``):
 import ml_collections
 
 from configs import mnist_noise, variants
-from imp_jax.sweep import with_sweep
+from imp_jax.study.sweep import with_sweep
 
 # The reductions of an MNIST sweep's cpu variant (see the module docstring).
 CPU = {"replicates": 2, "data.train_subset": 5000, "train.epochs": 60, "prune.fraction": 0.36,

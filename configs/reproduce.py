@@ -36,8 +36,8 @@ from types import ModuleType
 import ml_collections
 
 from configs import cifar10_noise, mixture_nu, mixture_xor_nu, mnist3_widths, mnist_widths, variants
-from imp_jax import sweep
-from imp_jax.reproduce import StudySweep
+from imp_jax.study import sweep
+from imp_jax.study.reproduce import StudySweep
 
 SCALES = ("smoke", "cpu", "full")
 # A best pruned model is named once a later level is worse by more than the tolerance: one level

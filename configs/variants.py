@@ -8,7 +8,7 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax.config import base_config, set_field
+from imp_jax.run.config import base_config, set_field
 
 Fields = Mapping[str, Any]
 Variant = Fields | Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]

@@ -1,4 +1,5 @@
-"""Benchmarks behind the figures quoted in the README and the issues (:mod:`imp_jax.benchmarks`).
+"""Benchmarks behind the figures quoted in the README and the issues
+(:mod:`experiments.harness.benchmarks`).
 
     python -m experiments.benchmark                 # everything
     python -m experiments.benchmark --only=prune    # one section (or several: --only=epoch,cnn)
@@ -9,7 +10,7 @@ from __future__ import annotations
 import jax
 from absl import app, flags
 
-from imp_jax import benchmarks
+from experiments.harness import benchmarks
 
 _ONLY = flags.DEFINE_list("only", [], "Sections to run (default: all).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per figure (median reported).")

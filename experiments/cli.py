@@ -13,13 +13,14 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from imp_jax import cluster, imp, logs, report, signals
-from imp_jax import config as config_lib
-from imp_jax import sweep as sweep_lib
-from imp_jax.rundir import RunDirError
+from imp_jax.run import config as config_lib
+from imp_jax.run import driver, logs, signals
+from imp_jax.run.rundir import RunDirError
+from imp_jax.study import cluster, report
+from imp_jax.study import sweep as sweep_lib
 
 # The failures a user can act on, each printed as one ``error:`` line (exit status 2).
-USER_ERRORS = (config_lib.ConfigError, RunDirError, imp.TrainingDivergedError,
+USER_ERRORS = (config_lib.ConfigError, RunDirError, driver.TrainingDivergedError,
                report.ReportError, cluster.LaunchError)
 
 
@@ -32,7 +33,7 @@ class WorkerFlags:
     slurm: flags.FlagHolder
 
     def launch(self) -> dict[str, Any]:
-        """The keywords of :func:`imp_jax.cluster.launch` they give."""
+        """The keywords of :func:`imp_jax.study.cluster.launch` they give."""
         return {"launcher": self.launcher.value, "workers": self.workers.value,
                 "slurm": self.slurm.value}
 
@@ -48,12 +49,12 @@ def define_worker_flags(default: str, workers: str) -> WorkerFlags:
         config_flags.DEFINE_config_dict(
             "slurm", cluster.slurm_config(), "SLURM settings of the worker jobs, as "
             "--slurm.partition=gpu --slurm.gpus_per_node=1 --slurm.timeout_min=1440 (see "
-            "imp_jax/cluster.py)."))
+            "imp_jax/study/cluster.py)."))
 
 
 def setup_logging() -> None:
     """Concise timestamped lines, warnings and errors tagged; the libraries' own chatter that
-    the tools already report is left out (:func:`imp_jax.logs.keep`)."""
+    the tools already report is left out (:func:`imp_jax.run.logs.keep`)."""
     handler = absl_logging.get_absl_handler()
     handler.setFormatter(logs.Formatter())
     handler.addFilter(logs.keep)
@@ -139,7 +140,7 @@ def _out_of_memory(e: BaseException) -> str | None:
 
 
 def call(fn: Callable[[], Any]) -> tuple[Any, int | None]:
-    """Runs ``fn`` with SIGTERM/SIGINT honoured within seconds (:mod:`imp_jax.signals`); a
+    """Runs ``fn`` with SIGTERM/SIGINT honoured within seconds (:mod:`imp_jax.run.signals`); a
     failure the user can act on becomes one stderr line and an exit code.
 
     Returns ``(result, None)``, or ``(None, code)``: 2 for a bad config, run directory, report,
@@ -151,7 +152,7 @@ def call(fn: Callable[[], Any]) -> tuple[Any, int | None]:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return None, 2
-    except imp.RunInterruptedError as e:
+    except driver.RunInterruptedError as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return None, 128 + e.signum
     except (MemoryError, jax.errors.JaxRuntimeError) as e:

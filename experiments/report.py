@@ -3,7 +3,7 @@
     python -m experiments.report RUN_DIR [RUN_DIR ...] [--csv=PATH] [--noplots] [--redraw]
     python -m experiments.report SWEEP_DIR [SWEEP_DIR ...] [--csv=PATH] [--noplots]
 
-Prints the tables of :mod:`imp_jax.report` and, with ``--csv=PATH``, writes them as CSV (a
+Prints the tables of :mod:`imp_jax.study.report` and, with ``--csv=PATH``, writes them as CSV (a
 sweep's companion tables beside it as ``<stem>_paper.csv`` and ``<stem>_calibration.csv``);
 unless ``--noplots``, draws the figures into ``RUN_DIR/plots/`` (those older than the run's
 metrics; ``--redraw`` draws all) or the study figures into ``SWEEP_DIR/plots/``. It writes
@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags
 
 from experiments import cli
-from imp_jax import report
+from imp_jax.study import report
 
 _CSV = flags.DEFINE_string("csv", "", "Also write the table as CSV to this path (a sweep's "
                                       "companion tables beside it); none by default.")

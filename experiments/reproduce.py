@@ -6,7 +6,7 @@ beside ours, with a verdict per row.
         --slurm.partition=gpu
     python -m experiments.reproduce --scale=cpu --report_only   (tables of what has finished)
 
-Claims: sdd, widths, mixtures, uncertainty, calibration (``imp_jax/reproduce.py``); scales and
+Claims: sdd, widths, mixtures, uncertainty, calibration (``imp_jax/study/reproduce.py``); scales and
 their cuts: ``configs/reproduce.py``. The sweeps live in ``<out>/<sweep>/`` (default ``out``:
 ``runs/reproduce-<scale>``), so the same command resumes an interrupted study and, once every
 point is finished, trains nothing and prints the report again. ``--launcher`` and ``--workers``
@@ -26,11 +26,11 @@ from absl import app, flags
 
 from configs import reproduce as scales
 from experiments import cli
-from imp_jax import claims as claims_lib
-from imp_jax import imp
-from imp_jax import reproduce as reproduce_lib
-from imp_jax import sweep as sweep_lib
-from imp_jax.config import ConfigError
+from imp_jax.run import driver
+from imp_jax.run.config import ConfigError
+from imp_jax.study import claims as claims_lib
+from imp_jax.study import reproduce as reproduce_lib
+from imp_jax.study import sweep as sweep_lib
 
 _SCALE = flags.DEFINE_enum("scale", "cpu", list(scales.SCALES), "smoke: minutes, the pipeline "
                            "only; cpu: about 90 minutes on 2 CPU cores (--launcher=local "
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.setup_logging()
-    logging.getLogger(imp.__name__).setLevel(logging.WARNING)  # one line per point
+    logging.getLogger(driver.__name__).setLevel(logging.WARNING)  # one line per point
     scale = _SCALE.value
     out = Path(_OUT.value or os.path.join("runs", f"reproduce-{scale}"))
 

@@ -6,7 +6,7 @@
     python -m experiments.run --workdir=DIR     (continues the run in DIR with its own config)
 
 Every config field can be overridden as ``--config.a.b=value`` (the fields, their defaults and
-documentation: ``imp_jax/config.py``, or ``--print_config``). Without ``--workdir`` the run
+documentation: ``imp_jax/run/config.py``, or ``--print_config``). Without ``--workdir`` the run
 directory is ``runs/<name>-<hash of the results-determining fields>``, so running the same
 command again resumes the run, or reports it finished; a level whose checkpoint is missing or
 damaged is trained again (its metrics rows are kept).
@@ -25,13 +25,14 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from imp_jax import config as config_lib
-from imp_jax import imp, logs, report
-from imp_jax.rundir import RunDir, RunDirError, default_dir
+from imp_jax.run import config as config_lib
+from imp_jax.run import driver, logs
+from imp_jax.run.rundir import RunDir, RunDirError, default_dir
+from imp_jax.study import report
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/NAME.py[:arg]); override fields as --config.a.b=value "
-    "(every field is documented in imp_jax/config.py; --print_config lists them).",
+    "(every field is documented in imp_jax/run/config.py; --print_config lists them).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (default: derived from the config).")
 _PRINT = flags.DEFINE_bool("print_config", False, "Print the resolved config, the run directory "
@@ -45,7 +46,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
 def default_workdir(config) -> str:
-    """``runs/<name>-<fingerprint>`` (:func:`imp_jax.rundir.default_dir`): the same config
+    """``runs/<name>-<fingerprint>`` (:func:`imp_jax.run.rundir.default_dir`): the same config
     always maps to the same directory, also the directory an earlier version named for it."""
     return str(default_dir(config))
 
@@ -81,9 +82,9 @@ def main(argv: list[str]) -> int:
         workdir = _WORKDIR.value or default_workdir(config)
         if _PRINT.value:
             print(config_lib.describe(config))
-            print(f"\nrun directory: {workdir}\n{workdir} {imp.plan(config, workdir)}")
+            print(f"\nrun directory: {workdir}\n{workdir} {driver.plan(config, workdir)}")
             return workdir, {}
-        return workdir, imp.run(config, workdir)  # it logs the run directory
+        return workdir, driver.run(config, workdir)  # it logs the run directory
 
     result, code = cli.call(start)
     if code is not None or _PRINT.value:

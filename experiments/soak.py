@@ -3,7 +3,7 @@
     python -m experiments.soak --config=configs/mixture_linear.py:smoke --kills=10 \
         [--config.a.b=value ...] [--seed=0] [--workdir=DIR] [--nosignals]
 
-What it does and how it compares the runs: :mod:`imp_jax.soak`. The last line reads e.g.
+What it does and how it compares the runs: :mod:`experiments.harness.soak`. The last line reads e.g.
 ``soak: kills survived 10/10, rows lost 0, duplicates 0, masks equal: yes``; the exit status is
 1 if anything differs.
 """
@@ -24,7 +24,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from experiments import cli
-from imp_jax import soak
+from experiments.harness import soak
 
 # The config flag parses and checks --config and its overrides; they are passed on verbatim.
 config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:arg]).",

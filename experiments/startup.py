@@ -1,5 +1,5 @@
 """The first thing every entry point does: until the work starts (and installs its own handling,
-:mod:`imp_jax.signals`), SIGTERM and SIGINT end the process at once with one line, not a
+:mod:`imp_jax.run.signals`), SIGTERM and SIGINT end the process at once with one line, not a
 KeyboardInterrupt traceback. Imports nothing heavy, so that it can run before JAX is imported."""
 
 from __future__ import annotations

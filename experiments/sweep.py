@@ -5,7 +5,7 @@
         --slurm.partition=gpu --slurm.timeout_min=1440
     python -m experiments.sweep --config=configs/mnist_widths.py --status   (or --print_config)
 
-A sweep config (``imp_jax/sweep.py``) expands into points, each an ordinary run directory
+A sweep config (``imp_jax/study/sweep.py``) expands into points, each an ordinary run directory
 ``<sweep_dir>/<point name>/``; ``--config.x=y`` applies to every point. Without ``--sweep_dir``
 the sweep lives in ``runs/<name>-<hash of all but the axes' values>``, so the same command
 continues it (finished points skipped, interrupted ones resumed) and a widened axis reuses them.
@@ -34,13 +34,14 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from imp_jax import cluster, imp, report
-from imp_jax import config as config_lib
-from imp_jax import sweep as sweep_lib
+from imp_jax.run import config as config_lib
+from imp_jax.run import driver
+from imp_jax.study import cluster, report
+from imp_jax.study import sweep as sweep_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Sweep config file (configs/NAME.py[:arg]); override fields as "
-    "--config.a.b=value (documented in imp_jax/config.py and imp_jax/sweep.py).",
+    "--config.a.b=value (documented in imp_jax/run/config.py and imp_jax/study/sweep.py).",
     lock_config=True)
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", "", "Sweep directory (default: derived from the "
                                                   "config).")
@@ -62,7 +63,7 @@ def print_plan(config, sweep_dir: str) -> None:
     print(f"\nsweep directory: {sweep_dir}")
     for point in points:
         path = os.path.join(sweep_dir, point.name)
-        print(f"  {point.name}: {path} {imp.plan(point.config, path)}")
+        print(f"  {point.name}: {path} {driver.plan(point.config, path)}")
 
 
 def work(config, sweep_dir: str) -> bool:
@@ -90,7 +91,7 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.setup_logging()
     if not _LOG_LEVELS.value:  # one line per point
-        logging.getLogger(imp.__name__).setLevel(logging.WARNING)
+        logging.getLogger(driver.__name__).setLevel(logging.WARNING)
     config = _CONFIG.value
     sweep_dir = _SWEEP_DIR.value or sweep_lib.default_sweep_dir(config)
     start = time.perf_counter()

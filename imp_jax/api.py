@@ -1,8 +1,8 @@
 """IMP on your own Flax model, arrays and optax optimizer, from Python.
 
 :func:`run_imp` registers the model, the arrays and the optimizer by name (see
-:func:`imp_jax.models.register_model`, :func:`imp_jax.tasks.register_arrays`,
-:func:`imp_jax.optimizers.register_optimizer`) and runs the driver the command line runs, in a
+:func:`imp_jax.core.models.register_model`, :func:`imp_jax.data.tasks.register_arrays`,
+:func:`imp_jax.core.optimizers.register_optimizer`) and runs the driver the command line runs, in a
 run directory of its own: levels are checkpointed with Orbax, a second call resumes an
 interrupted run or returns the finished one, and every row of ``metrics.jsonl`` comes back.
 
@@ -30,9 +30,11 @@ import flax.linen as nn
 import numpy as np
 import optax
 
-from imp_jax import config as config_lib
-from imp_jax import imp, models, optimizers, tasks
-from imp_jax.rundir import RunDir, read_json
+from imp_jax.core import models, optimizers
+from imp_jax.data import tasks
+from imp_jax.run import config as config_lib
+from imp_jax.run import driver
+from imp_jax.run.rundir import RunDir, read_json
 
 PyTree = Any
 
@@ -55,7 +57,7 @@ class ImpResult:
     def params(self, level: int) -> PyTree:
         """The trained params of every replicate at the end of ``level`` (leading axis: the
         replicates), pruned weights exactly zero."""
-        with imp.open_run(self.workdir) as run:
+        with driver.open_run(self.workdir) as run:
             return run.restore_level(level).params
 
     def best_params(self) -> PyTree:
@@ -82,10 +84,10 @@ def run_imp(model: nn.Module, arrays: Sequence[np.ndarray], workdir: str, *,
         they are); None: SGD as ``train.*`` configures it.
       name: the name the model, data and optimizer are registered under.
       **fields: config fields by dotted name (``{"imp.levels": 10}``; see
-        :data:`imp_jax.config.FIELDS`), checked before any work.
+        :data:`imp_jax.run.config.FIELDS`), checked before any work.
 
     Raises:
-      imp_jax.config.ConfigError: a bad field, naming it.
+      imp_jax.run.config.ConfigError: a bad field, naming it.
     """
     models.register_model(name, lambda num_classes, **_: model)
     tasks.register_arrays(name, *arrays)
@@ -100,6 +102,6 @@ def run_imp(model: nn.Module, arrays: Sequence[np.ndarray], workdir: str, *,
         config.train.optimizer, config.train.lr, config.train.schedule = name, 1.0, "step"
     for key, value in fields.items():
         config_lib.set_field(config, key, value)
-    summary = imp.run(config, workdir)
+    summary = driver.run(config, workdir)
     return ImpResult(RunDir(workdir).read_rows(), summary or read_json(RunDir(workdir).summary),
                      workdir)

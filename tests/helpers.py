@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from configs import mixture_linear, mixture_linear_widths
-from imp_jax import sweep as sweep_cli
+from imp_jax.study import sweep as sweep_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny mixture run of the smoke configs, as the command line gives it.

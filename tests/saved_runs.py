@@ -3,8 +3,8 @@
 The invariant and row tests check a run against its saved states (the Orbax checkpoints of its
 run directory) and its metrics rows, never against a second run of the same code: the helpers
 here rebuild a level's start from the saved rewind point and the saved masks, replay a level
-from it, and recompute every metric of a row with numpy and :mod:`imp_jax.metrics` from the
-saved params and the dataset, without the run's evaluation path (:mod:`imp_jax.evaluation`).
+from it, and recompute every metric of a row with numpy and :mod:`imp_jax.core.metrics` from the
+saved params and the dataset, without the run's evaluation path (:mod:`imp_jax.run.evaluation`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from imp_jax import data, experiment, imp, metrics, mixtures, tasks, train
-from imp_jax.checkpoints import Checkpoints
+from imp_jax.core import metrics, train
+from imp_jax.data import datasets, mixtures, tasks
+from imp_jax.run import driver, experiment
+from imp_jax.run.checkpoints import Checkpoints
 
 PyTree = Any
 Row = dict[str, Any]
@@ -53,8 +55,8 @@ class SavedRun:
 def load(workdir: Path, exp: experiment.Experiment | None = None) -> SavedRun:
     """The saved rewind point, every finished level's end state and the rows of ``workdir``
     (read-only). ``exp`` saves rebuilding the experiment of an in-process run."""
-    runner = (imp.Run(exp.config, str(workdir), exp, read_only=True) if exp is not None
-              else imp.open_run(str(workdir)))
+    runner = (driver.Run(exp.config, str(workdir), exp, read_only=True) if exp is not None
+              else driver.open_run(str(workdir)))
     with runner:
         rewind = runner.ckpt.restore_rewind(runner.exp.rewind_step, runner.target)
         levels = [runner.restore_level(level) for level in runner.finished_levels()]
@@ -84,11 +86,11 @@ class SaveSpy:
 def run_in_process(config: ml_collections.ConfigDict, workdir: Path,
                    spy: SaveSpy | None = None) -> SavedRun:
     """Runs ``config`` to the end in ``workdir`` and reads it back; ``spy`` sees every save."""
-    exp = imp.build(config)
+    exp = driver.build(config)
     with pytest.MonkeyPatch.context() as mp:
         if spy is not None:
             mp.setattr(Checkpoints, "save", staticmethod(spy.wrap(Checkpoints.save)))
-        with imp.Run(config, str(workdir), exp) as runner:
+        with driver.Run(config, str(workdir), exp) as runner:
             runner.run()
     return load(workdir, exp)
 
@@ -156,10 +158,10 @@ def replay(exp: experiment.Experiment, start: train.TrainState, steps: int | Non
 # -- rows, recomputed ---------------------------------------------------------------------------
 
 
-def dataset(config: ml_collections.ConfigDict) -> data.Dataset:
+def dataset(config: ml_collections.ConfigDict) -> datasets.Dataset:
     """The run's dataset, loaded afresh from its config (the labels the rows must be of)."""
     c = config.data
-    return data.load_dataset(
+    return datasets.load_dataset(
         c.name, key=jax.random.key(c.seed), label_noise=c.label_noise,
         data_dir=c.data_dir or None, manual_dir=c.manual_dir or None,
         train_subset=c.train_subset, validation_size=c.validation_size,
@@ -214,7 +216,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def labelled_metrics(logits: np.ndarray, labels: np.ndarray, num_bins: int) -> dict[str, float]:
     """Error, NLL, Brier and confidence in numpy; the binned calibration errors with
-    :mod:`imp_jax.metrics` (unit-tested against references of their own)."""
+    :mod:`imp_jax.core.metrics` (unit-tested against references of their own)."""
     probs = softmax(logits)
     n = len(labels)
     log_probs = logits - logits.max(-1, keepdims=True)
@@ -247,7 +249,7 @@ def weight_counts(config: ml_collections.ConfigDict, masks: PyTree) -> dict[str,
             "sparsity": 1.0 - sum(kept.values()) / total}
 
 
-def recompute_row(config: ml_collections.ConfigDict, ds: data.Dataset, sample: Fresh | None,
+def recompute_row(config: ml_collections.ConfigDict, ds: datasets.Dataset, sample: Fresh | None,
                   params: PyTree, masks: PyTree) -> dict[str, float]:
     """Every measurement of one replicate's row from its saved ``params`` and ``masks``."""
     b = config.eval.num_bins
@@ -303,7 +305,7 @@ def near_bin_edge(probs: np.ndarray, num_bins: int, eps: float = 1e-5) -> bool:
     return bool(np.any(np.abs(confidence[:, None] - edges[None]) < eps))
 
 
-def set_size(name: str, ds: data.Dataset, sample: Fresh | None) -> int:
+def set_size(name: str, ds: datasets.Dataset, sample: Fresh | None) -> int:
     """The number of examples the row's metric ``name`` is taken over."""
     if name.startswith("train_"):
         return ds.n_train

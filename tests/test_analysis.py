@@ -1,4 +1,4 @@
-"""imp_jax.analysis on hand-built metrics rows (no training)."""
+"""imp_jax.core.analysis on hand-built metrics rows (no training)."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 
-from imp_jax import analysis
+from imp_jax.core import analysis
 from tests.helpers import SDD, make_rows
 
 

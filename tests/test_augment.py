@@ -1,4 +1,5 @@
-"""Tests for imp_jax.augment: on-device flips, padded crops and normalisation of uint8 images."""
+"""Tests for imp_jax.core.augment: on-device flips, padded crops and normalisation of uint8
+images."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imp_jax import augment, data
+from imp_jax.core import augment
+from imp_jax.data import datasets
 
 KEY = jax.random.key(0)
-MEAN, STD = data.NORMALISATION["cifar10"]
+MEAN, STD = datasets.NORMALISATION["cifar10"]
 # Random pixels in 1..255: no window of the zero-padded image equals another by chance.
 IMAGES = np.random.default_rng(0).integers(1, 256, (16, 8, 6, 3), dtype=np.uint8)
 
@@ -26,7 +28,7 @@ def _reference(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray, pad: 
 def test_normalise_matches_the_host_version():
     out = augment.normalise(jnp.asarray(IMAGES), MEAN, STD)
     assert out.dtype == jnp.float32 and out.shape == IMAGES.shape
-    np.testing.assert_allclose(out, data.normalise_images(IMAGES, MEAN, STD), rtol=1e-6,
+    np.testing.assert_allclose(out, datasets.normalise_images(IMAGES, MEAN, STD), rtol=1e-6,
                                atol=1e-6)
 
 

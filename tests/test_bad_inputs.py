@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from imp_jax import imp, soak
-from imp_jax.config import set_field
-from imp_jax.rundir import RunDir
+from experiments.harness import soak
+from imp_jax.run import driver
+from imp_jax.run.config import set_field
+from imp_jax.run.rundir import RunDir
 from tests.helpers import MNIST_ARCHIVES, ROOT, TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
@@ -569,7 +570,7 @@ def test_print_config_says_what_running_would_do(tiny_finished_run: Path, tmp_pa
         config = copy.deepcopy(stored)
         for key, value in fields.items():
             set_field(config, key, value)
-        return imp.plan(config, str(run))
+        return driver.plan(config, str(run))
 
     same = "running it again changes nothing"
     assert plan() == f"is finished (4 levels): reached imp.levels=3; {same}"

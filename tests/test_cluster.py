@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import submitit
 
-from imp_jax import cluster, imp, sweep
-from imp_jax.config import ConfigError
-from imp_jax.rundir import RunDir
+from imp_jax.run import driver
+from imp_jax.run.config import ConfigError
+from imp_jax.run.rundir import RunDir
+from imp_jax.study import cluster, sweep
 from tests.helpers import ROOT, TINY_FLAGS, finished, python, results, tiny_sweep, uninterrupted
 
 WIDTHS = (4, 8, 12)
@@ -219,7 +220,7 @@ class KilledError(Exception):
 
 
 def test_status_of_a_half_finished_sweep(tmp_path, monkeypatch):
-    original = imp.Run._level_start
+    original = driver.Run._level_start
 
     def stop_width_8(self, level, previous, timer):  # width=8 is killed after two levels
         if self.exp.config.model.hidden[0] == 8 and level == 2:
@@ -228,7 +229,7 @@ def test_status_of_a_half_finished_sweep(tmp_path, monkeypatch):
 
     c = three_points()
     c.sweep.width = (4, 8)
-    monkeypatch.setattr(imp.Run, "_level_start", stop_width_8)
+    monkeypatch.setattr(driver.Run, "_level_start", stop_width_8)
     with pytest.raises(KilledError):
         sweep.run_sweep(c, tmp_path)
     running = RunDir(tmp_path / "width=12")

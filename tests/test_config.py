@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from configs import cifar10_noise, mixture_linear, mixture_xor, mnist_noise, mnist_resnet_noise
-from imp_jax import config as config_lib
-from imp_jax import rundir, sweep
+from imp_jax.run import config as config_lib
+from imp_jax.run import rundir
+from imp_jax.study import sweep
 
 
 @pytest.mark.parametrize("module", [mnist_noise, mixture_linear, mixture_xor, cifar10_noise,

@@ -1,4 +1,4 @@
-"""Tests of imp_jax.convolutions: the same results, in the form XLA:CPU runs fast."""
+"""Tests of imp_jax.core.convolutions: the same results, in the form XLA:CPU runs fast."""
 
 import re
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from imp_jax.convolutions import native_convolutions
+from imp_jax.core.convolutions import native_convolutions
 
 RNG = np.random.default_rng(0)
 X = jnp.asarray(RNG.normal(size=(8, 12, 12, 4)), jnp.float32)

@@ -1,4 +1,4 @@
-"""Tests for imp_jax.data: label noise, mixtures and tfds datasets in memory."""
+"""Tests for imp_jax.data.datasets: label noise, mixtures and tfds datasets in memory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from imp_jax import data
+from imp_jax.data import datasets
 
 KEY = jax.random.key(0)
 FASHION_MNIST_ARCHIVES = (
@@ -27,7 +27,7 @@ def test_label_noise_relabels_exactly_round_fraction_n(n, fraction):
     # With 2**31 - 1 classes a relabelled example keeps its label with probability ~5e-10, so
     # the changed examples are exactly the chosen ones.
     labels = np.zeros(n, np.int32)
-    noisy, changed = data.add_label_noise(KEY, labels, fraction, 2**31 - 1)
+    noisy, changed = datasets.add_label_noise(KEY, labels, fraction, 2**31 - 1)
     assert changed.sum() == round(fraction * n)
     np.testing.assert_array_equal(changed, noisy != labels)
     assert noisy.dtype == labels.dtype and not labels.any(), "input must stay untouched"
@@ -36,7 +36,7 @@ def test_label_noise_relabels_exactly_round_fraction_n(n, fraction):
 def test_label_noise_draws_over_all_classes():
     n, fraction, k = 20_000, 0.5, 10
     labels = np.random.default_rng(0).integers(0, k, n).astype(np.int32)
-    noisy, changed = data.add_label_noise(KEY, labels, fraction, k)
+    noisy, changed = datasets.add_label_noise(KEY, labels, fraction, k)
     # Of the 10 000 chosen, each keeps its label with probability 1/k: 9 000 change, sd 30.
     chosen = round(fraction * n)
     assert abs(changed.sum() - chosen * (1 - 1 / k)) < 5 * np.sqrt(chosen * (1 - 1 / k) / k)
@@ -47,9 +47,9 @@ def test_label_noise_draws_over_all_classes():
 
 def test_label_noise_is_reproducible_per_key():
     labels = np.arange(1000, dtype=np.int32) % 10
-    first = data.add_label_noise(KEY, labels, 0.3, 10)
-    again = data.add_label_noise(KEY, labels, 0.3, 10)
-    other = data.add_label_noise(jax.random.key(1), labels, 0.3, 10)
+    first = datasets.add_label_noise(KEY, labels, 0.3, 10)
+    again = datasets.add_label_noise(KEY, labels, 0.3, 10)
+    other = datasets.add_label_noise(jax.random.key(1), labels, 0.3, 10)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.array_equal(first[1], other[1])
@@ -67,19 +67,19 @@ def test_label_noise_is_reproducible_per_key():
 )
 def test_label_noise_bad_input(labels, fraction, message):
     with pytest.raises(ValueError, match=message):
-        data.add_label_noise(KEY, labels, fraction, 3)
+        datasets.add_label_noise(KEY, labels, fraction, 3)
 
 
 # --- mixtures ----------------------------------------------------------------------------------
 
 
-def _mixture(**kwargs) -> data.Dataset:
+def _mixture(**kwargs) -> datasets.Dataset:
     settings = {"key": KEY, "label_noise": 0.25, "mixture_nu": 1.0, "mixture_dim": 10}
-    return data.load_dataset("mixture_xor", **(settings | kwargs))
+    return datasets.load_dataset("mixture_xor", **(settings | kwargs))
 
 
 def test_mixture_dataset_defaults():
-    ds = data.load_dataset("mixture_linear", key=KEY, label_noise=0.05, mixture_nu=0.5)
+    ds = datasets.load_dataset("mixture_linear", key=KEY, label_noise=0.05, mixture_nu=0.5)
     assert ds.name == "mixture_linear" and ds.num_classes == 2
     assert ds.x_train.shape == (10_000, 100) and ds.x_test.shape == (5_000, 100)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
@@ -149,15 +149,15 @@ def test_subset_and_validation_split_are_disjoint_parts_of_the_training_set():
 def test_load_dataset_bad_input(kwargs, message):
     settings = {"task": "mixture_xor", "key": KEY, "mixture_nu": 1.0, "mixture_dim": 10}
     with pytest.raises(ValueError, match=message):
-        data.load_dataset(**(settings | kwargs))
+        datasets.load_dataset(**(settings | kwargs))
 
 
 # --- tfds --------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def mnist(mnist_tfds) -> data.Dataset:
-    return data.load_dataset(
+def mnist(mnist_tfds) -> datasets.Dataset:
+    return datasets.load_dataset(
         "mnist", key=KEY, label_noise=0.2, train_subset=3000, validation_size=1000, **mnist_tfds
     )
 
@@ -204,10 +204,10 @@ def test_tfds_loading_code_on_mock_data(tmp_path):
     for name in FASHION_MNIST_ARCHIVES:  # what preparing offline would read (mocked here)
         (manual_dir / name).touch()
     with tfds.testing.mock_data(num_examples=40):
-        x_train, y_train, x_test, y_test, k = data.load_tfds(
+        x_train, y_train, x_test, y_test, k = datasets.load_tfds(
             "fashion_mnist", data_dir=tmp_path, manual_dir=manual_dir
         )
-        ds = data.load_dataset(
+        ds = datasets.load_dataset(
             "fashion_mnist",
             key=KEY,
             label_noise=0.5,
@@ -228,11 +228,11 @@ def test_unprepared_dataset_without_archives_says_where_to_get_them(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match=r"lacks \[.*t10k-labels-idx1-ubyte.gz from http"):
-        data.load_dataset("fashion_mnist", key=KEY, data_dir=tmp_path, manual_dir=empty)
+        datasets.load_dataset("fashion_mnist", key=KEY, data_dir=tmp_path, manual_dir=empty)
 
 
 def test_normalise_images_per_channel():
     images = np.array([[[[0, 255, 51]]]], np.uint8)  # (1, 1, 1, 3)
-    out = data.normalise_images(images, (0.0, 0.5, 0.1), (1.0, 0.5, 0.2))
+    out = datasets.normalise_images(images, (0.0, 0.5, 0.1), (1.0, 0.5, 0.2))
     assert out.dtype == np.float32
     np.testing.assert_allclose(out[0, 0, 0], [0.0, 1.0, 0.5], atol=1e-6)

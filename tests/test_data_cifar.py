@@ -1,4 +1,5 @@
-"""Tests for CIFAR in imp_jax.data, class subsets and raw uint8 images, on tfds' mock data."""
+"""Tests for CIFAR in imp_jax.data.datasets, class subsets and raw uint8 images, on tfds' mock
+data."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from imp_jax import augment, data
+from imp_jax.core import augment
+from imp_jax.data import datasets
 
 KEY = jax.random.key(0)
-CIFAR10 = data.NORMALISATION["cifar10"]
+CIFAR10 = datasets.NORMALISATION["cifar10"]
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +22,19 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data_dir = tmp_path_factory.mktemp("tfds")
     with tfds.testing.mock_data(num_examples=500):
         out = {
-            "raw": data.load_tfds("cifar10", data_dir=data_dir),
-            "default": data.load_dataset("cifar10", key=KEY, data_dir=data_dir),
-            "uint8": data.load_dataset("cifar10", key=KEY, data_dir=data_dir, keep_uint8=True),
-            "five": data.load_dataset("cifar10", key=KEY, data_dir=data_dir, classes=5,
+            "raw": datasets.load_tfds("cifar10", data_dir=data_dir),
+            "default": datasets.load_dataset("cifar10", key=KEY, data_dir=data_dir),
+            "uint8": datasets.load_dataset("cifar10", key=KEY, data_dir=data_dir, keep_uint8=True),
+            "five": datasets.load_dataset("cifar10", key=KEY, data_dir=data_dir, classes=5,
                                       keep_uint8=True, label_noise=0.5, validation_size=20),
-            "cifar100": data.load_dataset("cifar100", key=KEY, data_dir=data_dir, classes=7,
+            "cifar100": datasets.load_dataset("cifar100", key=KEY, data_dir=data_dir, classes=7,
                                           label_noise=0.2),
-            "mnist": data.load_dataset("mnist", key=KEY, data_dir=data_dir, classes=3,
+            "mnist": datasets.load_dataset("mnist", key=KEY, data_dir=data_dir, classes=3,
                                        label_noise=0.5),
         }
         for classes in (1, 11, -1):
             with pytest.raises(ValueError, match=r"classes must be 0 \(all\) or in \[2, 10\]"):
-                data.load_dataset("cifar10", key=KEY, data_dir=data_dir, classes=classes)
+                datasets.load_dataset("cifar10", key=KEY, data_dir=data_dir, classes=classes)
     return out
 
 
@@ -44,7 +46,7 @@ def test_cifar10_default_is_normalised_float32(loaded):
     assert ds.input_shape == (32, 32, 3) and ds.x_train.dtype == ds.x_test.dtype == np.float32
     assert ds.normalisation is None
     np.testing.assert_array_equal(ds.y_train_clean, y_train)
-    np.testing.assert_allclose(ds.x_test, data.normalise_images(x_test, *CIFAR10))
+    np.testing.assert_allclose(ds.x_test, datasets.normalise_images(x_test, *CIFAR10))
 
 
 def test_keep_uint8_records_the_normalisation(loaded):
@@ -96,10 +98,10 @@ def test_cifar100_and_mnist_subsets(loaded):
 def test_mixtures_have_two_classes_and_no_raw_images():
     settings = {"key": KEY, "mixture_nu": 1.0, "mixture_dim": 4, "mixture_train": 100,
                 "mixture_test": 50}
-    default = data.load_dataset("mixture_linear", **settings)
-    both = data.load_dataset("mixture_linear", classes=2, **settings)
+    default = datasets.load_dataset("mixture_linear", **settings)
+    both = datasets.load_dataset("mixture_linear", classes=2, **settings)
     np.testing.assert_array_equal(both.x_train, default.x_train)
     with pytest.raises(ValueError, match=r"in \[2, 2\]"):
-        data.load_dataset("mixture_linear", classes=3, **settings)
+        datasets.load_dataset("mixture_linear", classes=3, **settings)
     with pytest.raises(ValueError, match="keep_uint8 applies to image datasets only"):
-        data.load_dataset("mixture_linear", keep_uint8=True, **settings)
+        datasets.load_dataset("mixture_linear", keep_uint8=True, **settings)

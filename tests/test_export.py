@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imp_jax import export, masks, models
-from imp_jax.rundir import RunDir
+from imp_jax import export, masks
+from imp_jax.core import models
+from imp_jax.run.rundir import RunDir
 from tests.helpers import run_cli
 
 # (model, input shape) of the three architectures an export covers; small shapes.

@@ -13,19 +13,20 @@ import jax
 import numpy as np
 import pytest
 
-from imp_jax import imp, soak
-from imp_jax.checkpoints import Checkpoints
-from imp_jax.rundir import RunDirError
+from experiments.harness import soak
+from imp_jax.run import driver
+from imp_jax.run.checkpoints import Checkpoints
+from imp_jax.run.rundir import RunDirError
 from tests.helpers import results, tiny_config
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    return imp.build(tiny_config())
+    return driver.build(tiny_config())
 
 
 def run(experiment, workdir):
-    runner = imp.Run(experiment.config, str(workdir), experiment)
+    runner = driver.Run(experiment.config, str(workdir), experiment)
     try:
         return runner.run()
     finally:
@@ -33,7 +34,7 @@ def run(experiment, workdir):
 
 
 def final_state(experiment, workdir, level):
-    runner = imp.Run(experiment.config, str(workdir), experiment)
+    runner = driver.Run(experiment.config, str(workdir), experiment)
     state, _ = Checkpoints.restore(runner.ckpt.levels, level, runner.target)
     runner.ckpt.close()
     return state
@@ -77,7 +78,7 @@ def test_more_levels_extend_a_finished_run(experiment, reference, tmp_path):
     workdir, _ = reference
     base = tmp_path / "extended"
     shutil.copytree(workdir, base)
-    more = imp.build(tiny_config(**{"imp.levels": 4}))
+    more = driver.build(tiny_config(**{"imp.levels": 4}))
     run(more, base)
     rows = results(base)
     assert rows[:8] == results(workdir) and [r["level"] for r in rows[8:]] == [4, 4]
@@ -86,7 +87,7 @@ def test_more_levels_extend_a_finished_run(experiment, reference, tmp_path):
 def test_other_config_is_refused(reference):
     workdir, _ = reference
     with pytest.raises(RunDirError, match=r"different config \(train.lr: 0.1 -> 0.05\)"):
-        imp.Run(tiny_config(**{"train.lr": 0.05}), str(workdir))
+        driver.Run(tiny_config(**{"train.lr": 0.05}), str(workdir))
 
 
 class KilledError(Exception):
@@ -97,7 +98,7 @@ class KilledError(Exception):
 def test_resume_equals_uninterrupted(experiment, reference, tmp_path, monkeypatch, where):
     ref_dir, _ = reference
     original_save = Checkpoints.save
-    original_start = imp.Run._level_start
+    original_start = driver.Run._level_start
 
     def save(manager, index, state, meta):
         original_save(manager, index, state, meta)
@@ -113,7 +114,7 @@ def test_resume_equals_uninterrupted(experiment, reference, tmp_path, monkeypatc
         return original_start(self, level, previous, timer)
 
     monkeypatch.setattr(Checkpoints, "save", staticmethod(save))
-    monkeypatch.setattr(imp.Run, "_level_start", level_start)
+    monkeypatch.setattr(driver.Run, "_level_start", level_start)
     with pytest.raises(KilledError):
         run(experiment, tmp_path)
     monkeypatch.undo()
@@ -125,26 +126,26 @@ def test_resume_equals_uninterrupted(experiment, reference, tmp_path, monkeypatc
 
 def test_later_levels_do_not_recompile(tmp_path, monkeypatch):
     # A model shape no other test uses, so that levels 0 and 1 really compile.
-    experiment = imp.build(tiny_config(**{"model.hidden": (9,)}))
+    experiment = driver.build(tiny_config(**{"model.hidden": (9,)}))
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, *_, **__: compiles.append(1)
         if event == "/jax/core/compile/backend_compile_duration" else None)
     at_record = []
-    original = imp.Run._record
+    original = driver.Run._record
 
     def record(self, level, state, seconds, resumed=False):
         original(self, level, state, seconds, resumed)
         at_record.append(len(compiles))
 
-    monkeypatch.setattr(imp.Run, "_record", record)
+    monkeypatch.setattr(driver.Run, "_record", record)
     run(experiment, tmp_path)
     assert len(at_record) == 4 and at_record[0] > 0
     assert at_record[1] == at_record[2] == at_record[3], at_record  # levels 2, 3: no compile
 
 
 def test_stop_on_min_weights(tmp_path):
-    exp = imp.build(tiny_config(**{"imp.levels": 50, "imp.min_weights": 40}))
+    exp = driver.build(tiny_config(**{"imp.levels": 50, "imp.min_weights": 40}))
     summary = run(exp, tmp_path)
     rows = results(tmp_path)
     assert summary["finished"]
@@ -156,9 +157,9 @@ def test_stop_on_min_weights(tmp_path):
 def test_openlth_count_levels_and_stop(tmp_path, caplog):
     """The reference count over a 10-8-2 network whose 16 output weights are kept: every level
     goes R -> R - ceil(0.2 R) - 1, until the count asks for more than the 80 prunable ones."""
-    exp = imp.build(tiny_config(**{"imp.levels": 50, "prune.count": "openlth",
+    exp = driver.build(tiny_config(**{"imp.levels": 50, "prune.count": "openlth",
                                    "prune.exclude": ("^output/",), "train.epochs": 1}))
-    with caplog.at_level("INFO", logger=imp.__name__):
+    with caplog.at_level("INFO", logger=driver.__name__):
         summary = run(exp, tmp_path)
     counts = [r["remaining_weights"] for r in results(tmp_path)[::2]]
     expected = [96]
@@ -171,9 +172,9 @@ def test_openlth_count_levels_and_stop(tmp_path, caplog):
 
 
 def test_rewind_to_iteration_saves_that_point(tmp_path):
-    exp = imp.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 1}))
+    exp = driver.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 1}))
     run(exp, tmp_path)
-    runner = imp.Run(exp.config, str(tmp_path), exp)
+    runner = driver.Run(exp.config, str(tmp_path), exp)
     assert runner.ckpt.rewind.all_steps() == [10]
     point, meta = Checkpoints.restore(runner.ckpt.rewind, 10, runner.target)
     runner.ckpt.close()
@@ -184,13 +185,13 @@ def test_controls_keep_the_sparsity_but_change_the_weights(reference, tmp_path):
     """Random re-initialisation and random pruning: same sparsity as the IMP ticket, other
     weights."""
     ref_dir, _ = reference
-    ticket = final_state(imp.build(tiny_config()), ref_dir, 3)
+    ticket = final_state(driver.build(tiny_config()), ref_dir, 3)
     kernel = lambda s: np.asarray(s.params["hidden_0"]["kernel"])  # noqa: E731
     mask = lambda s: np.concatenate(  # noqa: E731
         [np.asarray(m).ravel() for m in jax.tree_util.tree_leaves(s.masks)])
     for name, overrides in (("reinit", {"imp.reinit": True}),
                             ("random", {"prune.method": "random_global"})):
-        exp = imp.build(tiny_config(**overrides))
+        exp = driver.build(tiny_config(**overrides))
         run(exp, tmp_path / name)
         control = final_state(exp, tmp_path / name, 3)
         assert results(tmp_path / name)[-1]["remaining_weights"] == results(ref_dir)[-1][
@@ -202,8 +203,8 @@ def test_controls_keep_the_sparsity_but_change_the_weights(reference, tmp_path):
 
 
 def test_divergence_stops_with_level_and_step(tmp_path):
-    exp = imp.build(tiny_config(**{"train.lr": 1e30}))
-    with pytest.raises(imp.TrainingDivergedError,
+    exp = driver.build(tiny_config(**{"train.lr": 1e30}))
+    with pytest.raises(driver.TrainingDivergedError,
                        match=r"level 0: the training loss became NaN or infinite \(replicate 0 "
                              r"at step \d+, replicate 1 at step \d+\)"):
         run(exp, tmp_path)
@@ -213,14 +214,14 @@ def test_skip_replicate_marks_rows_and_summary(experiment, tmp_path, monkeypatch
     """A replicate that diverges at level 1 is skipped from then on; the others go on."""
     config = tiny_config(**{"train.on_divergence": "skip_replicate"})
     exp = dataclasses.replace(experiment, config=config)
-    original = imp._diverged
+    original = driver._diverged
 
     def check(exp, level, stats, diverged, root):
         if level == 1:  # pretend replicate 1 produced a NaN loss at step 3
             stats = {**stats, "first_nonfinite_step": np.array([-1, 3])}
         return original(exp, level, stats, diverged, root)
 
-    monkeypatch.setattr(imp, "_diverged", check)
+    monkeypatch.setattr(driver, "_diverged", check)
     summary = run(exp, tmp_path)
     rows = results(tmp_path)
     assert [r["diverged"] for r in rows if r["replicate"] == 1] == [False, True, True, True]
@@ -236,7 +237,7 @@ def test_run_directory_of_an_older_version_still_opens(experiment, reference, tm
     stored = json.loads((old / "config.json").read_text())
     del stored["parallel"], stored["train"]["on_divergence"]
     (old / "config.json").write_text(json.dumps(stored))
-    runner = imp.open_run(str(old))
+    runner = driver.open_run(str(old))
     assert runner.exp.config.parallel.mode == "batch"
     assert runner.exp.config.model.hidden == (8,)
     runner.ckpt.close()
@@ -245,21 +246,21 @@ def test_run_directory_of_an_older_version_still_opens(experiment, reference, tm
 
 def test_sigterm_mid_level_says_where_it_resumes(experiment, reference, tmp_path, monkeypatch,
                                                  caplog):
-    original = imp.Progress.epoch_end
+    original = driver.Progress.epoch_end
 
     def epoch_end(self, level, epoch, losses, lr):
         original(self, level, epoch, losses, lr)
         if level == 1 and epoch == 2:  # seen after the next epoch, which is checkpointed
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(imp.Progress, "epoch_end", epoch_end)
+    monkeypatch.setattr(driver.Progress, "epoch_end", epoch_end)
     caplog.set_level(logging.INFO)  # as the command line logs
-    with pytest.raises(imp.RunInterruptedError, match="at level 1, epoch 3 "):
+    with pytest.raises(driver.RunInterruptedError, match="at level 1, epoch 3 "):
         run(experiment, tmp_path)
     monkeypatch.undo()
     status = json.loads((tmp_path / "status.json").read_text())
     assert (status["state"], status["level"], status["epoch"]) == ("interrupted", 1, 3)
-    assert imp.plan(experiment.config, str(tmp_path)) == (
+    assert driver.plan(experiment.config, str(tmp_path)) == (
         "would resume at level 1, epoch 3, after 1 finished level(s)")
     log = (tmp_path / "log.txt").read_text()
     assert f"run directory: {tmp_path}" in log
@@ -287,22 +288,22 @@ def test_stop_after_minimum_stops_that_many_levels_past_the_best(tmp_path, monke
         last = max(r["level"] for r in rows)
         return None if last < 2 else (1, last - 1)
 
-    monkeypatch.setattr(imp.analysis, "levels_past_best", fake)
+    monkeypatch.setattr(driver.analysis, "levels_past_best", fake)
     config = tiny_config(**{"imp.levels": 8, "imp.stop_after_minimum": 2})
-    exp = imp.build(config)
-    with caplog.at_level(logging.INFO, logger=imp.__name__):
+    exp = driver.build(config)
+    with caplog.at_level(logging.INFO, logger=driver.__name__):
         summary = run(exp, tmp_path)
     assert summary["finished"] and summary["levels_done"] == 4  # levels 0..3
     assert "2 level(s) past the best pruned model (level 1" in caplog.text
     assert run(exp, tmp_path)["levels_done"] == 4
-    assert imp.plan(config, str(tmp_path)).startswith("is finished (4 levels)")
+    assert driver.plan(config, str(tmp_path)).startswith("is finished (4 levels)")
     # Raised, the stop lets the same run go on.
     config.imp.stop_after_minimum = 3
-    assert run(imp.build(config), tmp_path)["levels_done"] == 5
+    assert run(driver.build(config), tmp_path)["levels_done"] == 5
 
 
 def test_levels_past_best_reads_the_mean_test_error():
-    from imp_jax import analysis
+    from imp_jax.core import analysis
 
     rows = [{"level": i, "replicate": r, "remaining_weights": 100 - 10 * i, "test_error": e}
             for i, e in enumerate([0.2, 0.3, 0.1, 0.15, 0.4]) for r in range(2)]
@@ -311,7 +312,7 @@ def test_levels_past_best_reads_the_mean_test_error():
 
 
 def test_a_missing_level_and_a_damaged_rewind_point_are_made_again(tmp_path, caplog):
-    exp = imp.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 2}))
+    exp = driver.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 2}))
     reference, damaged = tmp_path / "reference", tmp_path / "damaged"
     run(exp, reference)
     shutil.copytree(reference, damaged)
@@ -319,7 +320,7 @@ def test_a_missing_level_and_a_damaged_rewind_point_are_made_again(tmp_path, cap
         shutil.rmtree(damaged / "checkpoints" / name)
     for part in (damaged / "checkpoints" / "rewind" / "10" / "state" / "d").iterdir():
         part.write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger=imp.__name__):
+    with caplog.at_level(logging.WARNING, logger=driver.__name__):
         run(exp, damaged)
     assert (f"checkpoint {damaged}/checkpoints/levels/2 is missing; training level 2 again (its "
             f"metrics rows are kept)") in caplog.text

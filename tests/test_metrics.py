@@ -1,4 +1,4 @@
-"""Tests for imp_jax.metrics: hand-computed cases, a plain-numpy reference, limiting cases, and
+"""Tests for imp_jax.core.metrics: hand-computed cases, a plain-numpy reference, limiting cases, and
 jit/vmap consistency."""
 
 import functools
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imp_jax import metrics
+from imp_jax.core import metrics
 
 NAN = float("nan")
 

@@ -1,4 +1,4 @@
-"""Tests for imp_jax.mixtures: the samples and their exact p(y | x)."""
+"""Tests for imp_jax.data.mixtures: the samples and their exact p(y | x)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from imp_jax import mixtures
+from imp_jax.data import mixtures
 
 KEY = jax.random.key(0)
 

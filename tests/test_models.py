@@ -1,4 +1,4 @@
-"""Tests for imp_jax.models: shapes, BatchNorm state, parameter counts and prunable leaves."""
+"""Tests for imp_jax.core.models: shapes, BatchNorm state, parameter counts and prunable leaves."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from configs import cifar10_noise, mnist_resnet_noise
-from imp_jax import config as config_lib
-from imp_jax import masks, models
+from imp_jax import masks
+from imp_jax.core import models
+from imp_jax.run import config as config_lib
 
 # Threefry keys make each kernel shape's initialiser take seconds to compile on a CPU; rbg keys
 # (XLA's own generator) a tenth of that, and the models accept any key.

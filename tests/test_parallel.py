@@ -44,9 +44,9 @@ def tiny_config(mode="batch"):
 
 @pytest.mark.parametrize("mode", ["batch", "replicates"])
 def test_sharded_imp_run_matches_one_device(mode, tmp_path):
-    from imp_jax import imp
+    from imp_jax.run import driver
 
-    imp.run(tiny_config(mode), str(tmp_path / "one"))
+    driver.run(tiny_config(mode), str(tmp_path / "one"))
     on_devices("run", mode, str(tmp_path / "many"))
     rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
             for d in ("one", "many")]
@@ -58,7 +58,7 @@ def test_sharded_imp_run_matches_one_device(mode, tmp_path):
             assert a[key] == pytest.approx(b[key], abs=1e-4), key
     masks = []
     for d in ("one", "many"):
-        runner = imp.open_run(str(tmp_path / d))
+        runner = driver.open_run(str(tmp_path / d))
         masks.append(runner.exp.layout.fetch(runner.restore_level(2).masks))
         runner.ckpt.close()
     import chex
@@ -72,7 +72,8 @@ def _main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from imp_jax import masks, models, parallel, train
+    from imp_jax import masks
+    from imp_jax.core import models, parallel, train
 
     assert jax.device_count() == DEVICES, jax.devices()
     n, dim, replicates = 96, 6, 8
@@ -115,8 +116,8 @@ def _main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["run"]:
-        from imp_jax import imp
+        from imp_jax.run import driver
 
-        imp.run(tiny_config(sys.argv[2]), sys.argv[3])
+        driver.run(tiny_config(sys.argv[2]), sys.argv[3])
     else:
         _main()

@@ -13,9 +13,11 @@ import numpy as np
 import optax
 import pytest
 
-from imp_jax import imp, masks, models, optimizers
-from imp_jax.config import ConfigError, validate
-from imp_jax.train import Hyper
+from imp_jax import masks
+from imp_jax.core import models, optimizers
+from imp_jax.core.train import Hyper
+from imp_jax.run import driver
+from imp_jax.run.config import ConfigError, validate
 from tests.helpers import ROOT, tiny_config
 
 
@@ -50,14 +52,14 @@ def test_a_registered_model_and_optimizer_run_two_levels_and_resume(tmp_path):
     config = tiny_config(**{"model.name": "bottleneck", "train.optimizer": "signsgd",
                             "imp.levels": 1})
     validate(config)  # the registries are read when the check runs
-    first = imp.run(config, str(tmp_path))
+    first = driver.run(config, str(tmp_path))
     assert first["finished"] and first["levels_done"] == 2
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["level"] for r in rows] == [0, 0, 1, 1]
     assert rows[0]["total_weights"] == 10 * 6 + 6 * 2 + 10 * 2  # down, up, skip kernels
     assert rows[2]["remaining_weights"] < rows[0]["remaining_weights"]
     config.imp.levels = 2  # the same run goes on from its last level
-    assert imp.run(config, str(tmp_path))["levels_done"] == 3
+    assert driver.run(config, str(tmp_path))["levels_done"] == 3
 
 
 @pytest.mark.slow

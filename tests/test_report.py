@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from imp_jax import report
-from imp_jax.rundir import RunDir
+from imp_jax.run.rundir import RunDir
+from imp_jax.study import report
 from tests.helpers import ROOT, files_outside_plots
 
 FIGURES = ("sdd_curve", "ece_curve", "calibration", "mixture_profile", "mixture_vs_true",

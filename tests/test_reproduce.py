@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from configs import reproduce as scales
-from imp_jax import analysis, claims, reproduce
-from imp_jax import verdicts as v
-from imp_jax.claims import Measured
+from imp_jax.core import analysis
+from imp_jax.study import claims, reproduce
+from imp_jax.study import verdicts as v
+from imp_jax.study.claims import Measured
 from tests.helpers import run_cli
 
 

@@ -2,9 +2,9 @@
 
 Each row's measurements are recomputed from the level's saved params and masks and the dataset
 loaded afresh from the run's config: the network's forward pass in float64 numpy, the errors,
-NLL and Brier score in numpy, the binned calibration errors with :mod:`imp_jax.metrics`; the
+NLL and Brier score in numpy, the binned calibration errors with :mod:`imp_jax.core.metrics`; the
 mixture's fresh points and their exact p(y|x) are drawn here. Nothing goes through the run's
-evaluation path (:mod:`imp_jax.evaluation`).
+evaluation path (:mod:`imp_jax.run.evaluation`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from configs import mixture_linear, mnist_noise
-from imp_jax import experiment, mixtures, parallel, tasks
+from imp_jax.core import parallel
+from imp_jax.data import mixtures, tasks
+from imp_jax.run import experiment
 from tests import saved_runs
 from tests.saved_runs import SavedRun
 
@@ -115,8 +117,8 @@ def test_an_export_takes_the_raw_pixels_and_gives_the_rows_error(mnist_run, mnis
     """``export.load(path).predict`` on MNIST as the dataset gives it (uint8 pixels) has the
     run's recorded test error; standardised inputs are refused rather than standardised
     twice."""
-    from imp_jax import data as data_lib
     from imp_jax import export
+    from imp_jax.data import datasets as data_lib
 
     _, _, x_test, y_test, _ = data_lib.load_tfds("mnist", **mnist_tfds)
     exported = export.export_run(mnist_run.workdir, "compact", level=2, replicate=1)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from imp_jax import plots
-from imp_jax.rundir import FILE_MODE, RunDir
+from imp_jax.plots import run as run_plots
+from imp_jax.run.rundir import FILE_MODE, RunDir
 from tests.helpers import ROOT, TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
@@ -137,7 +137,7 @@ def test_files_follow_the_umask(finished: Path) -> None:
 def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch) -> None:
     rows = [{"level": 0, "replicate": 0, "remaining_weights": 10, "train_error": 0.1,
              "test_error": 0.2}]
-    [png, _] = plots.sdd_curve(rows, tmp_path, best=0)
+    [png, _] = run_plots.sdd_curve(rows, tmp_path, best=0)
     before = png.read_bytes()
 
     def broken(self, fname, **kwargs):
@@ -146,6 +146,6 @@ def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch) -
 
     monkeypatch.setattr("matplotlib.figure.Figure.savefig", broken)
     with pytest.raises(OSError, match="killed while drawing"):
-        plots.sdd_curve(rows, tmp_path, best=0)
+        run_plots.sdd_curve(rows, tmp_path, best=0)
     assert png.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sdd_curve.pdf", "sdd_curve.png"]

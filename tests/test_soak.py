@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imp_jax import soak
+from experiments.harness import soak
 from tests.helpers import ROOT, TINY_MIXTURE
 
 # Every test reads the soak: a tiny run killed and resumed in subprocesses.

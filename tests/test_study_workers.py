@@ -1,7 +1,7 @@
 """Workers of a study share out the points of all its sweeps: one passes to the next sweep as soon
 as the current one has no point left for it."""
 
-from imp_jax import cluster, sweep
+from imp_jax.study import cluster, sweep
 from tests.helpers import finished, tiny_sweep
 
 

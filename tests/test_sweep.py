@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 
 from configs import mixture_linear, mixture_linear_widths, mnist_widths
-from imp_jax import analysis, imp, report, study_plots, sweep
-from imp_jax import config as config_lib
-from imp_jax import sweep as sweep_cli
-from imp_jax.config import ConfigError
-from imp_jax.rundir import RunDirError
+from imp_jax.core import analysis
+from imp_jax.plots import study as study_plots
+from imp_jax.run import config as config_lib
+from imp_jax.run import driver
+from imp_jax.run.config import ConfigError
+from imp_jax.run.rundir import RunDirError
+from imp_jax.study import report, sweep
+from imp_jax.study import sweep as sweep_cli
 from tests.helpers import (
     SDD,
     TINY_FLAGS,
@@ -157,7 +160,7 @@ class KilledError(Exception):
 
 def test_interrupted_sweep_resumes_each_point_once(reference, tmp_path, monkeypatch):
     calls, kill = [], {"at": ""}
-    original_run, original_start = imp.run, imp.Run._level_start
+    original_run, original_start = driver.run, driver.Run._level_start
 
     def run_point(config, workdir):
         calls.append(Path(workdir).name)
@@ -170,8 +173,8 @@ def test_interrupted_sweep_resumes_each_point_once(reference, tmp_path, monkeypa
             raise KilledError
         return original_start(self, level, previous, timer)
 
-    monkeypatch.setattr(imp, "run", run_point)
-    monkeypatch.setattr(imp.Run, "_level_start", level_start)
+    monkeypatch.setattr(driver, "run", run_point)
+    monkeypatch.setattr(driver.Run, "_level_start", level_start)
     for where in ("between points", "inside a point"):
         kill["at"] = where
         with pytest.raises(KilledError):

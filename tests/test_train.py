@@ -1,4 +1,5 @@
-"""Tests of imp_jax.train: the train step, the replicate-batched training loop and evaluation."""
+"""Tests of imp_jax.core.train: the train step, the replicate-batched training loop and
+evaluation."""
 
 import dataclasses
 import functools
@@ -9,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imp_jax import masks, models, train
+from imp_jax import masks
+from imp_jax.core import models, train
 
 N, D = 100, 6
 

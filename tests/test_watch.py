@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from tensorboardX.proto import event_pb2
 
-from imp_jax import logs
-from imp_jax.progress import Progress
+from imp_jax.run import logs
+from imp_jax.run.progress import Progress
 from tests.helpers import TINY_MIXTURE, run_cli
 
 MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
@@ -115,7 +115,7 @@ def test_progress_lines_exclude_compilation_and_give_the_time_left(caplog) -> No
                         clock=lambda: now[0])
     progress.start_level(1, 0)
     losses = [0.5, 0.7]
-    with caplog.at_level(logging.INFO, logger="imp_jax.imp"):
+    with caplog.at_level(logging.INFO, logger="imp_jax.run.driver"):
         now[0] = 30.0  # the first epoch compiles
         progress.epoch_end(1, 1, losses, 0.1)
         for epoch in range(2, 5):
@@ -129,7 +129,7 @@ def test_progress_lines_exclude_compilation_and_give_the_time_left(caplog) -> No
     assert progress.eta(1, 4) == (12.0, 32.0)
     # The next level reuses the compiled steps: its first epoch has the last level's rate.
     progress.start_level(2, 0)
-    with caplog.at_level(logging.INFO, logger="imp_jax.imp"):
+    with caplog.at_level(logging.INFO, logger="imp_jax.run.driver"):
         now[0] += 100.0
         progress.epoch_end(2, 1, losses, 0.1)
     assert caplog.records[-1].getMessage() == (

@@ -1,9 +1,9 @@
 """The study's claims as tables: the paper's published values beside our measurements, with a
-verdict per row (:mod:`imp_jax.verdicts`).
+verdict per row (:mod:`imp_jax.study.verdicts`).
 
 The tables are pure functions of a :class:`Source` (what each setting measured, as
 :class:`Measured`) and the published values (``paper_values.json``): the reproduction feeds
-them the finished sweeps of a scale (:mod:`imp_jax.reproduce`), and a test feeds them the
+them the finished sweeps of a scale (:mod:`imp_jax.study.reproduce`), and a test feeds them the
 paper's own numbers, which must match wherever they can be compared.
 
 How a row is judged:
@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from imp_jax import verdicts as v
-from imp_jax.verdicts import Verdict
+from imp_jax.study import verdicts as v
+from imp_jax.study.verdicts import Verdict
 
 PAPER_FILE = Path(__file__).with_name("paper_values.json")
 CLAIMS = {

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imp_jax import export, masks, models, parallel, train
+from imp_jax import export, masks
+from imp_jax.core import models, parallel, train
 
 # The epochs of a level of the study's MNIST config (configs/mnist_noise.py), projected to.
 STUDY_EPOCHS = 120

@@ -1,9 +1,9 @@
-"""Figures of studies: records of :func:`imp_jax.analysis.study_records`, one per setting of a
+"""Figures of studies: records of :func:`imp_jax.core.analysis.study_records`, one per setting of a
 sweep (the full networks' double descent with every pruning path, the effective number of
 parameters, full vs best pruned per setting).
 
 Each figure function writes ``<name>.png`` and ``<name>.pdf`` into ``out_dir`` (created if
-needed) and returns the paths, as :mod:`imp_jax.plots` does for the figures of one run.
+needed) and returns the paths, as :mod:`imp_jax.plots.run` does for the figures of one run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from imp_jax import drawing
+from imp_jax.plots import drawing
 
 _FULL, _PRUNED = "black", "tab:red"  # the colours of the run figures' true and test curves
 

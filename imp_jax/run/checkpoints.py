@@ -10,8 +10,8 @@ checkpoint by renaming a finished temporary directory, so a kill mid-write leave
 ``latest_progress``, ...) and keeps the metadata and the progress index to itself.
 
 A missing or damaged checkpoint costs time, never results: training is deterministic, so the
-trainer (:mod:`imp_jax.imp`) trains a missing or unreadable level or rewind point again to the
-same state, and restarts a level whose in-level checkpoint is unreadable; readers, which change
+trainer (:mod:`imp_jax.run.driver`) trains a missing or unreadable level or rewind point again to
+the same state, and restarts a level whose in-level checkpoint is unreadable; readers, which change
 nothing, name the command that does it.
 """
 
@@ -25,14 +25,14 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from imp_jax.rundir import RunDirError
+from imp_jax.run.rundir import RunDirError
 
 PyTree = Any
 
 
 def retrain_command(run_dir: Path) -> str:
     """The command that trains a run's missing levels again: its trainer finds every finished
-    level whose checkpoint is missing and retrains it (see :meth:`imp_jax.imp.Run.run`)."""
+    level whose checkpoint is missing and retrains it (see :meth:`imp_jax.run.driver.Run.run`)."""
     return f"python -m experiments.run --workdir={run_dir}"
 
 
@@ -99,7 +99,7 @@ class Checkpoints:
             return self.restore(manager, index, target)[0]
         except CheckpointError as e:
             if not self.read_only:
-                raise  # the trainer recovers (imp_jax.imp)
+                raise  # the trainer recovers (imp_jax.run.driver)
             raise self._for_readers(manager, index, target, e) from e
 
     def _for_readers(self, manager: ocp.CheckpointManager, index: int, target: PyTree,

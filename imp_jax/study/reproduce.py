@@ -1,12 +1,12 @@
 """Reproducing the study: its sweeps run (or found finished), then each of its claims a table
-of the paper's published values beside ours, with a verdict per row (:mod:`imp_jax.claims`).
+of the paper's published values beside ours, with a verdict per row (:mod:`imp_jax.study.claims`).
 
 The sweeps of a scale (``configs/reproduce.py``) are ordinary sweep directories under the output
-directory, run by :func:`imp_jax.sweep.run_sweep` or as cluster jobs (:mod:`imp_jax.cluster`),
-so finished points are never trained again and interrupted ones resume. :func:`claim_tables`
-reads them only (:class:`StudyData` measures each point from its rows); :func:`write_report`
-writes ``REPORT.md``, ``report.html``, one numeric CSV per claim, ``summary.csv`` and the
-figures, all inside the output directory.
+directory, run by :func:`imp_jax.study.sweep.run_sweep` or as cluster jobs
+(:mod:`imp_jax.study.cluster`), so finished points are never trained again and interrupted ones
+resume. :func:`claim_tables` reads them only (:class:`StudyData` measures each point from its
+rows); :func:`write_report` writes ``REPORT.md``, ``report.html``, one numeric CSV per claim,
+``summary.csv`` and the figures, all inside the output directory.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import analysis, claims, cluster, plots, report, study_plots
-from imp_jax import config as config_lib
-from imp_jax import sweep as sweep_lib
-from imp_jax import verdicts as v
-from imp_jax.claims import Measured, Table
-from imp_jax.rundir import RunDir, read_json
+from imp_jax.core import analysis
+from imp_jax.plots import run as run_plots
+from imp_jax.plots import study as study_plots
+from imp_jax.run import config as config_lib
+from imp_jax.run.rundir import RunDir, read_json
+from imp_jax.study import claims, cluster, report
+from imp_jax.study import sweep as sweep_lib
+from imp_jax.study import verdicts as v
+from imp_jax.study.claims import Measured, Table
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +64,13 @@ def _progress(done: int, total: int, ran: int, seconds: float) -> str:
 def run(sweeps: Sequence[StudySweep], out: Path, *, launcher: str | None = None,
         workers: int = 1, slurm: ml_collections.ConfigDict | None = None) -> bool:
     """Runs or resumes every sweep's unfinished points in ``out/<key>``, here or as
-    ``workers`` jobs of ``launcher`` (see :func:`imp_jax.cluster.launch`); logs the progress
+    ``workers`` jobs of ``launcher`` (see :func:`imp_jax.study.cluster.launch`); logs the progress
     over the whole study. Returns whether every point is now finished (SLURM jobs are
     submitted and left running).
 
     Raises:
       ConfigError, RunDirError: a bad sweep, or a directory holding another one, before any
-        point runs; and what :func:`imp_jax.sweep.run_sweep` raises.
+        point runs; and what :func:`imp_jax.study.sweep.run_sweep` raises.
     """
     for s in sweeps:  # every sweep checked before any point runs
         sweep_lib.check_sweep_dir(out / s.key, s.config, sweep_lib.points(s.config))
@@ -92,7 +95,7 @@ def run(sweeps: Sequence[StudySweep], out: Path, *, launcher: str | None = None,
 def _launch(sweeps: Sequence[StudySweep], out: Path, launcher: str, workers: int,
             slurm: ml_collections.ConfigDict | None) -> None:
     """Submits ``workers`` jobs that share out every unfinished sweep's points (one job array,
-    each job passing from sweep to sweep: see :class:`imp_jax.cluster.SweepWorker`); waits for
+    each job passing from sweep to sweep: see :class:`imp_jax.study.cluster.SweepWorker`); waits for
     local jobs."""
     left = [s for s in sweeps if not all(st.state == "finished" for st in
                                          sweep_lib.sweep_status(s.config, out / s.key))]
@@ -140,7 +143,7 @@ def _numbers(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
 def measure(rows: Sequence[Mapping[str, Any]], *, finished: bool, cut: tuple[str, ...] = (),
             grid: float = 1.25, num_bins: int = 15) -> Measured:
     """A run's rows as the claims compare them: its dense level, and the peak and the best
-    pruned level of its mean test-error curve (:func:`imp_jax.analysis.sparse_minimum`);
+    pruned level of its mean test-error curve (:func:`imp_jax.core.analysis.sparse_minimum`);
     diverged replicates left out."""
     rows = [r for r in rows if not r.get("diverged")]
     curve = analysis.level_curve(rows, "test_error")
@@ -228,7 +231,7 @@ def draw_figures(data: StudyData, out: Path, chosen: Sequence[str]) -> dict[str,
 
     p300 = data.rows.get(("mnist_widths", "width=300"))
     if "sdd" in drawn and p300:
-        drawn["sdd"] += plots.sdd_curve(p300, figures, best=analysis.best_level(p300),
+        drawn["sdd"] += run_plots.sdd_curve(p300, figures, best=analysis.best_level(p300),
                                         name="sdd_mnist_p300",
                                         title=f"MNIST two-layer FCN 784-300-10, "
                                               f"{scale('mnist_widths')}")
@@ -269,7 +272,7 @@ def draw_figures(data: StudyData, out: Path, chosen: Sequence[str]) -> dict[str,
             rows = data.rows.get((key, f"width={width}"))
             if rows:
                 bins = studies[key].num_bins if key in studies else 15
-                drawn["calibration"] += plots.ece_curve(
+                drawn["calibration"] += run_plots.ece_curve(
                     rows, figures, num_bins=bins, best=analysis.best_level(rows),
                     name=f"ece_{key}", title=f"{name}, {scale(key)}")
     return {c: [f"{figures.name}/{p.name}" for p in paths if p.suffix == ".png"]
@@ -369,8 +372,8 @@ def _intro(scale: str, progress: str) -> list[str]:
     return [*([SMOKE_NOTE] if scale == "smoke" else []),
             "Arora, Irto, Goldt, Sanguinetti, \"Quantifying lottery tickets under label noise: "
             "accuracy, calibration, and complexity\", UAI 2023. Paper values: "
-            "`imp_jax/paper_values.json` (each with its source); ours: this directory's sweeps, "
-            "mean ± std over replicates (sample std).", progress]
+            "`imp_jax/study/paper_values.json` (each with its source); ours: this directory's "
+            "sweeps, mean ± std over replicates (sample std).", progress]
 
 
 def markdown(tables: Sequence[Table], figures: Mapping[str, Sequence[str]], *, scale: str,

@@ -2,7 +2,7 @@
 
 Each :class:`Task` says what kind of data it is and owns what only it knows: an image dataset its
 per-channel statistics, a Gaussian-mixture task its exact conditional label distribution
-p(y|x) (:mod:`imp_jax.mixtures`), so that no caller needs to test names.
+p(y|x) (:mod:`imp_jax.data.mixtures`), so that no caller needs to test names.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from imp_jax import mixtures
+from imp_jax.data import mixtures
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
@@ -29,7 +29,7 @@ class Task:
       name: the registry name (``config.data.name``).
       stats: image datasets: the (mean, std) per channel of the training images scaled to
         [0, 1]; None for mixtures.
-      mixture: mixtures: the kind of :mod:`imp_jax.mixtures` (``"linear"`` or ``"xor"``).
+      mixture: mixtures: the kind of :mod:`imp_jax.data.mixtures` (``"linear"`` or ``"xor"``).
       arrays: a user's own data: returns ``(x_train, y_train, x_test, y_test, num_classes)``,
         inputs as the model takes them (see :func:`register_arrays`); None for the others.
     """

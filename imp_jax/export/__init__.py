@@ -13,8 +13,8 @@ computes the same logits with less work:
   :class:`jax.experimental.sparse.BCOO` matrix (convolutions as a sparse matrix over image
   patches), everything else dense.
 
-ResNets (:class:`imp_jax.models.ResNet`): the channels of the residual stream (the stem's, every
-block's output, the output layer's inputs) are tied together by the residual additions: a
+ResNets (:class:`imp_jax.core.models.ResNet`): the channels of the residual stream (the stem's,
+every block's output, the output layer's inputs) are tied together by the residual additions: a
 stream channel can only be dropped if it is dead in every block it passes through, so these
 channels are kept as they are. Only each block's inner channels (the outputs of ``conv_0``, the
 inputs of ``conv_1``) are untied: one is dropped when it reaches nothing, or when it takes no
@@ -54,9 +54,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from imp_jax import analysis, tasks
-from imp_jax.checkpoints import Checkpoints
-from imp_jax.rundir import RunDir, RunDirError, write_atomic
+from imp_jax.core import analysis
+from imp_jax.data import tasks
+from imp_jax.run.checkpoints import Checkpoints
+from imp_jax.run.rundir import RunDir, RunDirError, write_atomic
 
 if TYPE_CHECKING:
     import ml_collections
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 PyTree = Any
 FORMATS = ("compact", "bcoo")
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-_BN_EPSILON = 1e-5  # imp_jax.models' BatchNorm (PyTorch's default)
+_BN_EPSILON = 1e-5  # imp_jax.core.models' BatchNorm (PyTorch's default)
 _BLOCK = re.compile(r"^stage_(\d+)_block_(\d+)$")
 # The BatchNorm after each convolution of models.ResNet.
 _BN_OF = {"stem_conv": "stem_bn", "conv_0": "bn_0", "conv_1": "bn_1",
@@ -120,7 +121,7 @@ def _static(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def architecture(params: PyTree) -> str:
-    """``"fcn"`` or ``"resnet"``, from the layer names of :mod:`imp_jax.models`.
+    """``"fcn"`` or ``"resnet"``, from the layer names of :mod:`imp_jax.core.models`.
 
     Raises:
       ExportError: the params are of another model.
@@ -491,7 +492,7 @@ def stored_config(run_dir: str | Path) -> ml_collections.ConfigDict:
 
 def resolve_level(run_dir: str | Path, level: str | int) -> int:
     """``level`` as a number: ``"best"`` is the run's best pruned level
-    (:func:`imp_jax.analysis.best_level`).
+    (:func:`imp_jax.core.analysis.best_level`).
 
     Raises:
       ExportError: no metrics, the best pruned level is not reached yet, or ``level`` is neither

@@ -3,7 +3,7 @@ figures, read from run directories without changing them.
 
 For run directories (:func:`report_runs`): a markdown table with, for every run, the dense model
 (level 0), the best pruned model (the minimum of the second descent, see
-:func:`imp_jax.analysis.sparse_minimum`; marked while not reached) and, when the run held out a
+:func:`imp_jax.core.analysis.sparse_minimum`; marked while not reached) and, when the run held out a
 validation split, the model selected on it: level, remaining kernel weights, test error, ECE on
 clean and on noisy test labels, NLL, overconfidence and, for mixture tasks, the mean |p_model -
 p_true| on fresh points (mean ± std over replicates); the same as CSV, with the means and
@@ -35,10 +35,15 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import analysis, export, imp, plots, study_plots, tasks
-from imp_jax.checkpoints import CheckpointError
-from imp_jax.rundir import RunDir, RunDirError, read_json, write_atomic
-from imp_jax.sweep import SWEEP_FILE
+from imp_jax import export
+from imp_jax.core import analysis
+from imp_jax.data import tasks
+from imp_jax.plots import run as run_plots
+from imp_jax.plots import study as study_plots
+from imp_jax.run import driver
+from imp_jax.run.checkpoints import CheckpointError
+from imp_jax.run.rundir import RunDir, RunDirError, read_json, write_atomic
+from imp_jax.study.sweep import SWEEP_FILE
 
 # (column title, metric name; {b} is the run's ECE bin count).
 METRIC_COLUMNS = (("test error", "test_error"), ("ECE (clean)", "test_ece_{b}"),
@@ -203,7 +208,7 @@ def is_sweep(path: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """The records (:func:`imp_jax.analysis.study_records`) of one sweep directory."""
+    """The records (:func:`imp_jax.core.analysis.study_records`) of one sweep directory."""
 
     path: Path
     label: str  # the sweep's config name
@@ -302,7 +307,7 @@ def paper_rows(study: Study) -> list[dict[str, Any]]:
 def calibration_rows(study: Study) -> list[dict[str, Any]]:
     """The study's comparison of the best pruned models with the full networks and the best
     small full network (the width whose full network errs least,
-    :func:`imp_jax.analysis.best_small_full`): one record per model, with the columns of
+    :func:`imp_jax.core.analysis.best_small_full`): one record per model, with the columns of
     :data:`METRIC_COLUMNS` (calibration and, for mixtures, |p - p_true|)."""
 
     def record(kind: str, r: dict[str, Any], key: str) -> dict[str, Any]:
@@ -424,13 +429,13 @@ def report_sweeps(paths: list[str], *, csv_path: str = "", draw: bool = True,
 # Runs.
 
 
-# The figures of a run (:func:`imp_jax.plots.write_run_plots`), and of a mixture task's run.
+# The figures of a run (:func:`imp_jax.plots.run.write_run_plots`), and of a mixture task's run.
 RUN_FIGURES = ("sdd_curve", "ece_curve", "calibration")
 MIXTURE_FIGURES = ("mixture_profile", "mixture_vs_true", "mixture_error_map")
 
 
 def expected_figures(config: ml_collections.ConfigDict) -> list[str]:
-    """The files :func:`imp_jax.plots.write_run_plots` writes for a run of ``config``."""
+    """The files :func:`imp_jax.plots.run.write_run_plots` writes for a run of ``config``."""
     names = RUN_FIGURES + (MIXTURE_FIGURES if tasks.get(config.data.name).is_mixture else ())
     return [f"{name}.{ext}" for name in names for ext in ("png", "pdf")]
 
@@ -457,8 +462,8 @@ def draw_run_figures(path: str, *, redraw: bool = False) -> list[Path]:
     if not redraw and figures_up_to_date(path):
         logging.info("%s: the figures are up to date (--redraw draws them again)", path)
         return []
-    with imp.open_run(path) as run:
-        written = plots.write_run_plots(run)
+    with driver.open_run(path) as run:
+        written = run_plots.write_run_plots(run)
     logging.info("%s: wrote %d figure files to %s", path, len(written), RunDir(path).plots)
     return written
 

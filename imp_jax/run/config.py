@@ -17,7 +17,9 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import data, masks, models, optimizers, parallel, pruning, tasks, train
+from imp_jax import masks
+from imp_jax.core import models, optimizers, parallel, pruning, train
+from imp_jax.data import datasets, tasks
 
 # Fields that do not change what a run computes are marked ``identity=False``: where data
 # lives, how often to checkpoint or log, evaluation batching, the device layout and the stop
@@ -134,7 +136,7 @@ FIELDS: dict[str, Field] = {
                                             "fold_in(seed, r)"),
     "replicates": Field(1, _int_in(1), "seeds run as one compiled program (they share the noisy "
                                        "labels)"),
-    "data.name": Field("mnist", _one_of(tasks.TASKS), "the task (imp_jax.tasks)"),
+    "data.name": Field("mnist", _one_of(tasks.TASKS), "the task (imp_jax.data.tasks)"),
     "data.data_dir": Field("", _is_str, "tensorflow-datasets data_dir ('' = its default)",
                            identity=False),
     "data.manual_dir": Field("", _is_str, "folder of the original archives, to prepare a "
@@ -153,11 +155,11 @@ FIELDS: dict[str, Field] = {
     "data.classes": Field(0, _classes, "keep only the first k classes (0 = all)"),
     "data.augment": Field(False, _is_bool, "random flip + 4-pixel-padded crop on device; "
                                            "images kept uint8 on device"),
-    "data.normalisation": Field("dataset", _one_of(data.NORMALISATIONS),
+    "data.normalisation": Field("dataset", _one_of(datasets.NORMALISATIONS),
                                 "channel statistics the images are standardised with: the "
                                 "dataset's own, or 'imagenet' (RGB datasets; the reference "
                                 "code's choice for CIFAR-10)"),
-    "model.name": Field("fcn", _one_of(models.MODELS), "the architecture (imp_jax.models)"),
+    "model.name": Field("fcn", _one_of(models.MODELS), "the architecture (imp_jax.core.models)"),
     "model.hidden": Field((300,), _hidden, "FCN: hidden widths"),
     "model.use_bias": Field(True, _is_bool, "biases of the dense layers"),
     "model.init": Field("kaiming_normal", _one_of(models.INITS), "kernel initialisation"),
@@ -175,7 +177,7 @@ FIELDS: dict[str, Field] = {
     "train.lr": Field(0.1, _number_in(0.0, float("inf"), lo_open=True, hi_open=True),
                       "learning rate"),
     "train.optimizer": Field("sgd", _one_of(optimizers.OPTIMIZERS),
-                             "the update direction (imp_jax.optimizers): sgd (with "
+                             "the update direction (imp_jax.core.optimizers): sgd (with "
                              "train.momentum), momentum (train.momentum > 0), adam, adamw, or "
                              "one registered with optimizers.register_optimizer"),
     "train.schedule": Field("step", _one_of(optimizers.SCHEDULES),
@@ -194,7 +196,7 @@ FIELDS: dict[str, Field] = {
     "train.on_divergence": Field("stop", _one_of(("stop", "skip_replicate")),
                                  "NaN/inf loss: stop the run, or skip the replicate"),
     "prune.method": Field("magnitude_global", _one_of(pruning.METHODS),
-                          "the pruning rule (imp_jax.pruning), or a control"),
+                          "the pruning rule (imp_jax.core.pruning), or a control"),
     "prune.fraction": Field(0.2, _number_in(0.0, 1.0, lo_open=True, hi_open=True),
                             "fraction of the remaining weights pruned a level"),
     "prune.exclude": Field((), _patterns, "regexes of leaf paths never pruned, e.g. "
@@ -227,7 +229,7 @@ FIELDS: dict[str, Field] = {
                                                              "devices, or 'replicates'",
                            identity=False),
     "parallel.replicate_batching": Field("auto", _one_of(("auto", *train.REPLICATE_BATCHING)),
-                                         "vmap, unroll, map (imp_jax.train), or auto",
+                                         "vmap, unroll, map (imp_jax.core.train), or auto",
                                          identity=False),
 }
 NON_IDENTITY_FIELDS = tuple(k for k, f in FIELDS.items() if not f.identity)
@@ -292,15 +294,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     when the experiment is built, before training starts.
     """
     if "sweep" in config:
-        raise ConfigError("config.sweep: this config is a sweep (see imp_jax.sweep); run it with "
-                          "python -m experiments.sweep")
+        raise ConfigError("config.sweep: this config is a sweep (see imp_jax.study.sweep); run it "
+                          "with python -m experiments.sweep")
     flat = flatten(config)
     for key in flat:
         if key not in FIELDS:
             raise ConfigError(f"config.{key}: unknown field")
     for key, field in FIELDS.items():
         if key not in flat:
-            raise ConfigError(f"config.{key}: missing (build configs on imp_jax.config."
+            raise ConfigError(f"config.{key}: missing (build configs on imp_jax.run.config."
                               f"base_config())")
         problem = field.check(flat[key])
         if problem:
@@ -383,7 +385,7 @@ def fingerprint(config: ml_collections.ConfigDict,
 
 def legacy_fingerprint(config: ml_collections.ConfigDict) -> str:
     """The fingerprint of earlier versions, a hash of every :func:`identity` field: run and
-    sweep directories named with it are still found (see :mod:`imp_jax.rundir`)."""
+    sweep directories named with it are still found (see :mod:`imp_jax.run.rundir`)."""
     return _hash(identity(config))
 
 

@@ -6,7 +6,7 @@ rate, which the train step applies from the schedule at the global step (so that
 step k resumes the schedule at k although the optimizer state is rebuilt). The driver wraps it
 in :func:`imp_jax.masks.masked_optimizer`, so no optimizer revives a pruned weight.
 
-    from imp_jax import optimizers
+    from imp_jax.core import optimizers
     optimizers.register_optimizer("lion", lambda hp: optax.scale_by_lion())
     # then --config.train.optimizer=lion
 """
@@ -20,7 +20,7 @@ import optax
 
 
 class Settings(Protocol):
-    """What the builders read (:class:`imp_jax.train.Hyper` has it all)."""
+    """What the builders read (:class:`imp_jax.core.train.Hyper` has it all)."""
 
     lr: float
     momentum: float

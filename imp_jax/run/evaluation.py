@@ -2,7 +2,7 @@
 (clean and noisy labels), the validation split and, for mixtures, fresh points against the
 exact p(y|x); and counting its kernel weights.
 
-The metrics are pure functions of logits (:mod:`imp_jax.metrics`), vmapped over replicates and
+The metrics are pure functions of logits (:mod:`imp_jax.core.metrics`), vmapped over replicates and
 jitted once per bin count.
 """
 
@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from imp_jax import masks as masks_lib
-from imp_jax import metrics as metrics_lib
-from imp_jax import train
-from imp_jax.experiment import Experiment
+from imp_jax.core import metrics as metrics_lib
+from imp_jax.core import train
+from imp_jax.run.experiment import Experiment
 
 PyTree = Any
 # The quantile of the fresh points' |p - p*| reported beside its maximum.

@@ -10,7 +10,7 @@ training (and :func:`eval_step`, the logits of one batch). Around it, each in on
 * :func:`run_steps`: the loop over an epoch's minibatches, steps ``lo..hi-1``, with the loss
   and the first non-finite step of each replicate;
 * :attr:`Trainer.run_steps`, :attr:`Trainer.predict`: the compiled programs, with the device
-  layout (:mod:`imp_jax.parallel`) and the donated state. Masks are inputs, so every pruning
+  layout (:mod:`imp_jax.core.parallel`) and the donated state. Masks are inputs, so every pruning
   level reuses one compilation.
 """
 
@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imp_jax import augment as augment_lib
-from imp_jax import convolutions, optimizers
 from imp_jax import masks as masks_lib
+from imp_jax.core import augment as augment_lib
+from imp_jax.core import convolutions, optimizers
 
 PyTree = Any
 
@@ -82,9 +82,9 @@ class Hyper:
       weight_decay: L2 penalty added to the gradient (PyTorch's convention), on all parameters.
       lr_boundaries: global steps at which the learning rate is multiplied by ``lr_decay``.
       lr_decay: the factor applied at each boundary.
-      optimizer: the update direction, a name of :data:`imp_jax.optimizers.OPTIMIZERS`.
+      optimizer: the update direction, a name of :data:`imp_jax.core.optimizers.OPTIMIZERS`.
       schedule: the learning rate against the global step, a name of
-        :data:`imp_jax.optimizers.SCHEDULES`.
+        :data:`imp_jax.core.optimizers.SCHEDULES`.
       total_steps: the steps of a level (the cosine schedules' horizon).
       warmup_steps: the warm-up of ``warmup_cosine``.
     """
@@ -280,8 +280,8 @@ class Trainer:
     hyper: Hyper
     n_train: int
     eval_batch_size: int = 10_000
-    # Device layout (see imp_jax.parallel): how each replicate's minibatch is split over devices,
-    # and the sharding every state leaf (and per-replicate output) keeps across calls.
+    # Device layout (see imp_jax.core.parallel): how each replicate's minibatch is split over
+    # devices, and the sharding every state leaf (and per-replicate output) keeps across calls.
     batch_sharding: jax.sharding.Sharding | None = None
     state_sharding: jax.sharding.Sharding | None = None
     # Inputs held as uint8 on device are normalised on the fly with (mean, std) per channel,
@@ -373,7 +373,7 @@ class Trainer:
 
 def _native_on_cpu(fn: Callable[..., PyTree]) -> Callable[..., PyTree]:
     """``fn`` with its convolutions in the form XLA:CPU runs fast inside loops and under vmap
-    (see :mod:`imp_jax.convolutions`); other backends pick their own."""
+    (see :mod:`imp_jax.core.convolutions`); other backends pick their own."""
     return convolutions.native_convolutions(fn) if jax.default_backend() == "cpu" else fn
 
 

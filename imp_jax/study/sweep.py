@@ -1,6 +1,6 @@
 """Studies of many runs: a config with a ``sweep`` section, expanded into one config per point.
 
-A sweep config is an ordinary run config (see :mod:`imp_jax.config`) plus a ``sweep`` section
+A sweep config is an ordinary run config (see :mod:`imp_jax.run.config`) plus a ``sweep`` section
 (:func:`with_sweep`):
 
 * ``sweep.width``: widths, set as the first hidden width ``model.hidden[0]`` of an FCN (so a
@@ -15,7 +15,7 @@ A sweep config is an ordinary run config (see :mod:`imp_jax.config`) plus a ``sw
 
 An empty axis is not swept; the points are the cartesian product of the swept axes, in the order
 width, nu, seed. :func:`points` validates the sweep section and every point's config (which has
-no ``sweep`` section: :func:`imp_jax.config.validate` refuses one, so a sweep config cannot be
+no ``sweep`` section: :func:`imp_jax.run.config.validate` refuses one, so a sweep config cannot be
 run as a single run by mistake).
 """
 
@@ -35,10 +35,12 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import config as config_lib
-from imp_jax import imp, models, tasks
-from imp_jax.config import ConfigError
-from imp_jax.rundir import (
+from imp_jax.core import models
+from imp_jax.data import tasks
+from imp_jax.run import config as config_lib
+from imp_jax.run import driver
+from imp_jax.run.config import ConfigError
+from imp_jax.run.rundir import (
     RunDir,
     RunDirBusyError,
     RunDirError,
@@ -76,7 +78,7 @@ def with_sweep(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def base_sweep_config() -> ml_collections.ConfigDict:
-    """:func:`imp_jax.config.base_config` with an empty ``sweep`` section."""
+    """:func:`imp_jax.run.config.base_config` with an empty ``sweep`` section."""
     return with_sweep(config_lib.base_config())
 
 
@@ -146,7 +148,7 @@ def points(sweep_config: ml_collections.ConfigDict) -> list[Point]:
     """
     if "sweep" not in sweep_config:
         raise ConfigError("config.sweep: missing; build sweep configs with "
-                          "imp_jax.sweep.with_sweep(config) or base_sweep_config()")
+                          "imp_jax.study.sweep.with_sweep(config) or base_sweep_config()")
     sweep = sweep_config.sweep
     unknown = sorted(set(sweep.keys()) - {*AXES, "overrides"})
     if unknown:
@@ -200,7 +202,7 @@ def _without_axes(sweep_config: ml_collections.ConfigDict) -> ml_collections.Con
 
 def fingerprint(sweep_config: ml_collections.ConfigDict) -> str:
     """A short hash of the sweep's results-determining fields that differ from their defaults,
-    its axes' values excepted (see :func:`imp_jax.config.fingerprint`).
+    its axes' values excepted (see :func:`imp_jax.run.config.fingerprint`).
 
     Widening an axis therefore keeps the sweep directory (see ``experiments/sweep.py``) and
     reuses the points already run; changing anything else (overrides included) gives another,
@@ -303,7 +305,7 @@ def _run_point(root: Path, point: Point, number: str, *, quiet: bool = False
     if summary is None:
         holder = RunDir(run_dir).holder()
         try:
-            summary = None if holder else imp.run(point.config, str(run_dir))
+            summary = None if holder else driver.run(point.config, str(run_dir))
         except RunDirBusyError:  # another worker took the lock in the meantime
             holder = RunDir(run_dir).holder() or "another worker"
         if summary is None:
@@ -334,9 +336,9 @@ def run_sweep(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path
     from the last checkpoint, to the same rows as an uninterrupted run.
 
     Raises:
-      imp_jax.config.ConfigError: a bad sweep or point config, before anything is written.
+      imp_jax.run.config.ConfigError: a bad sweep or point config, before anything is written.
       RunDirError: see :func:`check_sweep_dir`, also before any point runs.
-      imp.RunInterruptedError, imp.TrainingDivergedError: from the point being run.
+      driver.RunInterruptedError, driver.TrainingDivergedError: from the point being run.
     """
     sweep_points = points(sweep_config)
     root = Path(sweep_dir)

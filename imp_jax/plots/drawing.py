@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from imp_jax.rundir import write_atomic
+from imp_jax.run.rundir import write_atomic
 
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:

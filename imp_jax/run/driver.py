@@ -29,14 +29,15 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from imp_jax import analysis, evaluation, logs, memory, pruning, signals, train
 from imp_jax import masks as masks_lib
-from imp_jax import progress as progress_lib
-from imp_jax.checkpoints import CheckpointError, Checkpoints
-from imp_jax.experiment import Experiment, build
-from imp_jax.progress import Progress
-from imp_jax.rundir import RunDir, RunDirError, read_json
-from imp_jax.writers import MetricWriter, TensorBoardWriter
+from imp_jax.core import analysis, pruning, train
+from imp_jax.run import evaluation, logs, memory, signals
+from imp_jax.run import progress as progress_lib
+from imp_jax.run.checkpoints import CheckpointError, Checkpoints
+from imp_jax.run.experiment import Experiment, build
+from imp_jax.run.progress import Progress
+from imp_jax.run.rundir import RunDir, RunDirError, read_json
+from imp_jax.run.writers import MetricWriter, TensorBoardWriter
 
 PyTree = Any
 log = logging.getLogger(__name__)
@@ -509,7 +510,7 @@ class Run:
             self._summarise(finished=False)
 
     def _summarise(self, finished: bool) -> dict[str, Any]:
-        """Writes summary.json (see :func:`imp_jax.analysis.summarise`) and returns it."""
+        """Writes summary.json (see :func:`imp_jax.core.analysis.summarise`) and returns it."""
         summary = analysis.summarise(self.dir.read_rows(),
                                      num_bins=self.exp.config.eval.num_bins, finished=finished)
         if self.primary and self.dir.write_summary(summary) and finished:

@@ -1,8 +1,8 @@
 """Sweep workers as cluster jobs, through submitit.
 
 :func:`launch` claims a sweep directory, then submits ``workers`` jobs (a SLURM job array, or
-processes on this machine) that each run :func:`imp_jax.sweep.run_sweep` on it: the workers divide
-the points between them through the points' run-directory locks (see ``run_sweep``), so any
+processes on this machine) that each run :func:`imp_jax.study.sweep.run_sweep` on it: the workers
+divide the points between them through the points' run-directory locks (see ``run_sweep``), so any
 number of them, started in any way, is safe. Each job writes its logs under ``<sweep_dir>/jobs/``
 (``<job id>_0_log.err``, ...). A job is a :class:`SweepWorker`, which submitit's checkpoint hook
 requeues when SLURM preempts it or its time runs out; the requeued worker resumes its point from
@@ -29,8 +29,9 @@ import ml_collections
 import submitit
 import submitit.local.local
 
-from imp_jax import imp, logs, signals, sweep
-from imp_jax.config import ConfigError
+from imp_jax.run import driver, logs, signals
+from imp_jax.run.config import ConfigError
+from imp_jax.study import sweep
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def launch(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path, *, la
     """Checks the sweep and claims ``sweep_dir``, then submits ``workers`` worker jobs.
 
     Args:
-      sweep_config: a sweep config (see :mod:`imp_jax.sweep`).
+      sweep_config: a sweep config (see :mod:`imp_jax.study.sweep`).
       sweep_dir: the sweep directory the workers share.
       launcher: ``"slurm"`` (a job array) or ``"local"`` (processes on this machine).
       workers: how many jobs.
@@ -165,7 +166,7 @@ def launch(sweep_config: ml_collections.ConfigDict, sweep_dir: str | Path, *, la
 
 
 # How long the workers of local jobs get to checkpoint their points and end before they are
-# killed: a run honours a signal within imp_jax.signals' grace of 10 s.
+# killed: a run honours a signal within imp_jax.run.signals' grace of 10 s.
 STOP_GRACE_S = 20.0
 _PROC = Path("/proc")
 
@@ -261,7 +262,7 @@ def wait(jobs: list[submitit.Job], poll_s: float = 1.0) -> None:
 
     Raises:
       LaunchError: a job failed (the message names its log).
-      imp.RunInterruptedError: a signal stopped the wait and the jobs.
+      driver.RunInterruptedError: a signal stopped the wait and the jobs.
     """
     with signals.stop_on_signals() as stop_signal:
         if stop_signal is not None:  # time to stop the workers before the watchdog ends this
@@ -271,7 +272,7 @@ def wait(jobs: list[submitit.Job], poll_s: float = 1.0) -> None:
             if stop_signal is not None and stop_signal.signum is not None:
                 stop(jobs)
                 stop_signal.handled()
-                raise imp.RunInterruptedError(
+                raise driver.RunInterruptedError(
                     f"stopped by signal {stop_signal.signum} while the workers ran; they were "
                     f"stopped too, and the same command resumes the sweep", stop_signal.signum)
             time.sleep(poll_s)

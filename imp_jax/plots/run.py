@@ -24,11 +24,13 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from imp_jax import analysis, drawing, mixtures
-from imp_jax import metrics as metrics_lib
+from imp_jax.core import analysis
+from imp_jax.core import metrics as metrics_lib
+from imp_jax.data import mixtures
+from imp_jax.plots import drawing
 
 if TYPE_CHECKING:
-    from imp_jax import imp
+    from imp_jax.run import driver
 
 Row = Mapping[str, Any]
 _TRAIN, _TEST, _NOISY, _TRUE = "tab:blue", "tab:red", "tab:orange", "black"
@@ -57,7 +59,7 @@ def sdd_curve(rows: Sequence[Row], out_dir: str | Path, *, best: int | None = No
     """Train and test error against remaining weights, best pruned model starred (none while
     the minimum is not reached).
 
-    ``best`` defaults to :func:`imp_jax.analysis.best_level` of ``rows``.
+    ``best`` defaults to :func:`imp_jax.core.analysis.best_level` of ``rows``.
     """
     best = analysis.best_level(rows) if best is None else best
     train, test = (analysis.level_curve(rows, m) for m in ("train_error", "test_error"))
@@ -77,7 +79,7 @@ def ece_curve(rows: Sequence[Row], out_dir: str | Path, *, num_bins: int = 15,
               best: int | None = None, name: str = "ece_curve",
               title: str = "Calibration along the pruning path") -> list[Path]:
     """ECE against remaining weights, for clean test labels and test labels noised as in
-    training; the best pruned level (:func:`imp_jax.analysis.best_level`) starred on the clean
+    training; the best pruned level (:func:`imp_jax.core.analysis.best_level`) starred on the clean
     curve."""
     best = analysis.best_level(rows) if best is None else best
     clean = analysis.level_curve(rows, f"test_ece_{num_bins}")
@@ -128,7 +130,7 @@ def calibration(probs: Mapping[str, np.ndarray], labels: np.ndarray, out_dir: st
     probability with the mean confidence and the accuracy marked.
 
     The calibration curve is the study's: one one-vs-rest curve per class
-    (:func:`imp_jax.metrics.per_class_calibration`), their mean over classes drawn with the
+    (:func:`imp_jax.core.metrics.per_class_calibration`), their mean over classes drawn with the
     between-class standard deviation shaded.
     """
     fig = Figure(figsize=(4 * len(probs), 10), layout="constrained")
@@ -338,10 +340,11 @@ def mixture_error_map(xy: np.ndarray, errors: Mapping[str, np.ndarray], out_dir:
     return drawing.save(fig, out_dir, name)
 
 
-def write_run_plots(run: imp.Run) -> list[Path]:
+def write_run_plots(run: driver.Run) -> list[Path]:
     """Draws every figure of an opened run into ``<run>/plots/``; returns the paths.
 
-    Restores the dense level (0) and the best pruned level (:func:`imp_jax.analysis.best_level`;
+    Restores the dense level (0) and the best pruned level
+    (:func:`imp_jax.core.analysis.best_level`;
     the dense level alone while the minimum is not reached) and compares them on the test set;
     for mixture tasks also along :func:`profile_line`, against the exact p(y|x) of the run's
     fresh sample, and on that sample projected on its two principal directions.

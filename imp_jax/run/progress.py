@@ -7,7 +7,7 @@ measured after the first epoch of the level (until then, the previous level's; t
 first epoch includes compilation); it logs each level's result line, rewrites ``status.json``
 (where the run is and its state, for ``experiments.sweep --status``) and sends each
 replicate's per-epoch loss, learning rate and time per epoch, and the per-level metrics, to the
-metric writers (:mod:`imp_jax.writers`).
+metric writers (:mod:`imp_jax.run.writers`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from imp_jax.rundir import write_json
-from imp_jax.writers import MetricWriter
+from imp_jax.run.rundir import write_json
+from imp_jax.run.writers import MetricWriter
 
-log = logging.getLogger("imp_jax.imp")
+log = logging.getLogger("imp_jax.run.driver")
 
 # The per-level metrics sent to the writers (``{b}``: the ECE bin count).
 LEVEL_METRICS = ("test_error", "test_ece_{b}", "test_noisy_ece_{b}", "train_error",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 def normalise(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
     """Scales uint8 images (..., C) to [0, 1], then standardises each channel; float32.
 
-    The device twin of :func:`imp_jax.data.normalise_images`.
+    The device twin of :func:`imp_jax.data.datasets.normalise_images`.
     """
     scaled = images.astype(jnp.float32) / 255.0
     return (scaled - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

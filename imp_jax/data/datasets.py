@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from imp_jax import mixtures, tasks
+from imp_jax.data import mixtures, tasks
 
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
@@ -62,11 +62,11 @@ class Dataset:
       x_test, y_test: test inputs and clean labels.
       y_test_noisy: the test labels noised like the training labels (for calibration).
       num_classes: number of classes.
-      name: the dataset's name (a key of :data:`imp_jax.tasks.TASKS`).
+      name: the dataset's name (a key of :data:`imp_jax.data.tasks.TASKS`).
       x_val, y_val: validation split carved from the training set, labels noised like training
         labels; None when none was requested.
       normalisation: ``(mean, std)`` per channel when the images are kept raw (uint8) and are to
-        be normalised on the fly (see :mod:`imp_jax.augment`); None when the inputs are ready.
+        be normalised on the fly (see :mod:`imp_jax.core.augment`); None when the inputs are ready.
     """
 
     x_train: np.ndarray
@@ -431,10 +431,10 @@ def load_dataset(
     """Loads the dataset of ``task`` with a fraction ``label_noise`` of noisy labels.
 
     Args:
-      task: the :class:`imp_jax.tasks.Task`, or its name (:data:`imp_jax.tasks.TASKS`):
+      task: the :class:`imp_jax.data.tasks.Task`, or its name (:data:`imp_jax.data.tasks.TASKS`):
         ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (via tfds; see :func:`load_tfds` for
         ``data_dir`` and ``manual_dir``), ``mixture_linear`` or ``mixture_xor`` (see
-        :mod:`imp_jax.mixtures`).
+        :mod:`imp_jax.data.mixtures`).
       key: the data key; the subset, validation split, noisy labels and mixture samples all
         derive from it alone.
       label_noise: fraction of training (and validation) labels replaced by uniform random ones,
@@ -449,7 +449,7 @@ def load_dataset(
         everything else; ``num_classes`` becomes ``classes`` and noisy labels stay within them.
       keep_uint8: keep the images raw (uint8) instead of normalising them, and record their
         ``(mean, std)`` in ``Dataset.normalisation`` for the training step to apply on device
-        (see :mod:`imp_jax.augment`). Image datasets only.
+        (see :mod:`imp_jax.core.augment`). Image datasets only.
       normalisation: standardise the images with the dataset's own per-channel statistics
         (``"dataset"``, :data:`NORMALISATION`) or with ImageNet's (``"imagenet"``, RGB datasets
         only), as the reference code does for CIFAR-10.

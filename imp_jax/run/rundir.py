@@ -43,7 +43,7 @@ from typing import Any
 
 import ml_collections
 
-from imp_jax import config as config_lib
+from imp_jax.run import config as config_lib
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class RunDir:
 
         Raises:
           RunDirError: the directory holds a run of a config with other results-determining
-            fields (see :data:`imp_jax.config.NON_IDENTITY_FIELDS` for the ones that may
+            fields (see :data:`imp_jax.run.config.NON_IDENTITY_FIELDS` for the ones that may
             change), is a file, or is not empty and has no ``config.json``.
         """
         old = self.stored_config()
@@ -326,10 +326,10 @@ def earlier_names(root: Path, name: str, legacy: str) -> list[Path]:
 
 def default_dir(config: ml_collections.ConfigDict, root: str | os.PathLike = "runs") -> Path:
     """The default run directory of ``config``: ``<root>/<name>-<fingerprint>``
-    (:func:`imp_jax.config.fingerprint`).
+    (:func:`imp_jax.run.config.fingerprint`).
 
     Where that does not exist but a directory named with an earlier fingerprint of the name
-    (:func:`imp_jax.config.legacy_fingerprint`, or any ``<name>-<hash>``) holds a run of the
+    (:func:`imp_jax.run.config.legacy_fingerprint`, or any ``<name>-<hash>``) holds a run of the
     same results-determining fields, that one: a new version of the code resumes or reports
     the run instead of starting it again beside it.
     """

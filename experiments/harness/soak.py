@@ -32,8 +32,9 @@ so that every counted kill interrupted real work.
 Every resumed run is compared with the reference: identical metrics rows ignoring the timing
 fields (``time_*_s``), no missing or duplicate (replicate, level) rows, the same summary, and
 bitwise-equal masks and params of every finished level (restored with
-:meth:`imp_jax.imp.Run.restore_level`). The last line reads e.g. ``soak: kills survived 10/10,
-rows lost 0, duplicates 0, masks equal: yes``; the exit status is 1 if anything differs.
+:meth:`imp_jax.run.driver.Run.restore_level`). The last line reads e.g.
+``soak: kills survived 10/10, rows lost 0, duplicates 0, masks equal: yes``; the exit status is
+1 if anything differs.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from imp_jax import imp
+from imp_jax.run import driver
 
 ROOT = Path(__file__).resolve().parents[1]  # the runs are started from the repository
 _POLL_S = 0.001  # how often a start's run directory is looked at
@@ -280,7 +281,7 @@ def compare(reference: Path, other: Path) -> Comparison:
     counts = collections.Counter(map(key, rows))
     by_key = {key(r): r for r in rows}
     summaries = [json.loads((d / "summary.json").read_text()) for d in (reference, other)]
-    runs = [imp.open_run(str(d)) for d in (reference, other)]
+    runs = [driver.open_run(str(d)) for d in (reference, other)]
     try:
         levels = [run.finished_levels() for run in runs]
         masks_equal = params_equal = levels[0] == levels[1]

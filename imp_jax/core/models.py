@@ -313,5 +313,6 @@ def register_model(name: str, build: Callable[..., nn.Module]) -> None:
     MODELS[name] = build
 
 
-# The models whose size a width sweep sets (imp_jax.sweep): the FCN's first hidden width, or W.
+# The models whose size a width sweep sets (imp_jax.study.sweep): the FCN's first hidden width,
+# or W.
 WIDE_MODELS = ("fcn", "resnet", "vgg16")

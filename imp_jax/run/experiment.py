@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from imp_jax import config as config_lib
-from imp_jax import data as data_lib
 from imp_jax import masks as masks_lib
-from imp_jax import models, parallel, tasks, train
-from imp_jax.config import ConfigError
+from imp_jax.core import models, parallel, train
+from imp_jax.data import datasets as data_lib
+from imp_jax.data import tasks
+from imp_jax.run import config as config_lib
+from imp_jax.run.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +148,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     """Validates ``config``, loads the data and builds the trainer; no training yet.
 
     Raises:
-      imp_jax.config.ConfigError: a field is invalid (named in the message).
+      imp_jax.run.config.ConfigError: a field is invalid (named in the message).
     """
     config_lib.validate(config)
     c = config

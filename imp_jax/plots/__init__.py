@@ -1,0 +1,1 @@
+"""Figures: a run's, a study's, and the drawing they share."""
