@@ -12,7 +12,8 @@ It is not part of the suite (a full pass runs the suite once per fault).
                                                                   # then the rest of the suite
     python tools/fault_injection.py --own                         # each fault's own tests only
     python tools/fault_injection.py --only=no_rewind,noisy_metrics_on_clean_labels
-    python tools/fault_injection.py --tests=tests/test_invariants.py,tests/test_rows_recomputed.py
+    python tools/fault_injection.py \
+        --tests=tests/run/test_invariants.py,tests/run/test_rows_recomputed.py
 
 ``--tests`` runs only the given test files for every fault; ``--first`` runs them before each
 fault's own and the rest of the suite; ``--own`` stops after each fault's own tests. The
@@ -53,15 +54,15 @@ class Fault:
     tests: tuple[str, ...] = ()
 
 
-INVARIANTS = "tests/test_invariants.py"
-ROWS = "tests/test_rows_recomputed.py"
+INVARIANTS = "tests/run/test_invariants.py"
+ROWS = "tests/run/test_rows_recomputed.py"
 
 FAULTS = (
     Fault("no_rewind", "imp_jax/run/driver.py",
           "point = rewind()",
           "point = rewind().replace(params=previous.params)",
           "levels >= 1 start from the previous level's trained weights, not the rewind point",
-          (INVARIANTS, "tests/test_imp.py")),
+          (INVARIANTS, "tests/run/test_driver.py")),
     Fault("noisy_metrics_on_clean_labels", "imp_jax/run/evaluation.py",
           'for prefix, labels in (("test_", y_test), ("test_noisy_", y_test_noisy)):',
           'for prefix, labels in (("test_", y_test), ("test_noisy_", y_test)):',
@@ -81,35 +82,35 @@ FAULTS = (
           "params = masks_lib.apply_mask(point.params, masks)",
           "params = point.params",
           "a rewind restores the pruned weights' initial values instead of zeros",
-          (INVARIANTS, "tests/test_train.py")),
+          (INVARIANTS, "tests/core/test_train.py")),
     Fault("rewind_step_off_by_one", "imp_jax/run/config.py",
           'return n * steps_per_epoch if unit == "ep" else n',
           'return n * steps_per_epoch if unit == "ep" else n + 1',
-          "imp.rewind='Kit' rewinds to step K+1", (INVARIANTS, "tests/test_config.py")),
+          "imp.rewind='Kit' rewinds to step K+1", (INVARIANTS, "tests/run/test_config.py")),
     Fault("resume_from_another_levels_progress", "imp_jax/run/checkpoints.py",
           'if meta["level"] != level:',
           'if meta["level"] > level:',
           "a level starts from the previous level's last in-level checkpoint",
-          (INVARIANTS, "tests/test_imp.py")),
+          (INVARIANTS, "tests/run/test_driver.py")),
     Fault("pruning_per_layer", "imp_jax/masks.py",
           "return [[i] for i in idx] if layerwise else [idx]",
           "return [[i] for i in idx]",
           "global magnitude pruning ranks each layer on its own",
-          (INVARIANTS, "tests/test_masks.py")),
+          (INVARIANTS, "tests/masks/test_masks.py")),
     Fault("pruning_signed_weights", "imp_jax/masks.py",
           "lambda w: jax.lax.bitcast_convert_type(jnp.abs(w).astype(jnp.float32), jnp.int32)",
           "lambda w: jax.lax.bitcast_convert_type(w.astype(jnp.float32), jnp.int32)",
-          "magnitude pruning ranks w instead of |w|", (INVARIANTS, "tests/test_masks.py")),
+          "magnitude pruning ranks w instead of |w|", (INVARIANTS, "tests/masks/test_masks.py")),
     Fault("pruned_count_rounds_down", "imp_jax/masks.py",
           "return whole * p + (rest * p + q - 1) // q",
           "return whole * p + (rest * p) // q",
           "a level removes floor(0.2 R) weights instead of ceil",
-          (INVARIANTS, "tests/test_masks.py")),
+          (INVARIANTS, "tests/masks/test_masks.py")),
     Fault("openlth_count_ignores_excluded", "imp_jax/masks.py",
           'base = prunable if count == "exact" or layerwise else sum(',
           'base = prunable if count == "exact" or layerwise else 0 * sum(',
           "the reference count leaves out the excluded layers' weights (R = prunable only)",
-          (INVARIANTS, "tests/test_masks.py")),
+          (INVARIANTS, "tests/masks/test_masks.py")),
     Fault("random_control_by_magnitude", "imp_jax/core/pruning.py",
           '"random_global": Method(masks.prune_random_global, random=True',
           '"random_global": Method(masks.prune_global, random=False',
@@ -126,7 +127,7 @@ FAULTS = (
           'noisy_test, _ = add_label_noise(_stream(key, "test_noise"), y_test, label_noise, '
           "num_classes)",
           'noisy_test, _ = add_label_noise(_stream(key, "test_noise"), y_test, 0.0, num_classes)',
-          "the noisy test labels are the clean ones", (ROWS, "tests/test_data.py")),
+          "the noisy test labels are the clean ones", (ROWS, "tests/data/test_data.py")),
     Fault("true_label_acc_on_noisy_labels", "imp_jax/run/evaluation.py",
           "jnp.sum((jnp.argmax(logits_train, -1) == y_clean) & corrupted)",
           "jnp.sum((jnp.argmax(logits_train, -1) == y_train) & corrupted)",
@@ -142,11 +143,12 @@ FAULTS = (
     Fault("ece_over_bins", "imp_jax/core/metrics.py",
           "return jnp.sum(jnp.abs(sum_correct - sum_conf)) / confidence.shape[0]",
           "return jnp.mean(jnp.abs(sum_correct - sum_conf) / jnp.maximum(sum_conf, 1))",
-          "ECE as an unweighted mean over bins", ("tests/test_metrics.py", ROWS)),
+          "ECE as an unweighted mean over bins", ("tests/core/test_metrics.py", ROWS)),
     Fault("p_true_without_norms", "imp_jax/data/mixtures.py",
           'log_density = jnp.einsum("nd,ckd->nck", x, means) - 0.5 * jnp.sum(means**2, axis=-1)',
           'log_density = jnp.einsum("nd,ckd->nck", x, means)',
-          "p(y|x) of the mixtures leaves out the means' norms", ("tests/test_mixtures.py", ROWS)),
+          "p(y|x) of the mixtures leaves out the means' norms",
+          ("tests/data/test_mixtures.py", ROWS)),
     Fault("weights_counted_without_excluded", "imp_jax/run/evaluation.py",
           "kernels = masks_lib.count(mask, masks_lib.PrunableSpec(min_ndim=exp.spec.min_ndim))",
           "kernels = masks_lib.count(mask, exp.spec)",
@@ -155,12 +157,12 @@ FAULTS = (
           "return SparseMinimum(best=candidate if rises and drops else None, candidate=candidate,",
           "return SparseMinimum(best=candidate if rises else None, candidate=candidate,",
           "a path on which pruning only hurt names the dense network its best pruned model",
-          ("tests/test_analysis.py",)),
+          ("tests/core/test_analysis.py",)),
     Fault("effective_parameters_prunable_only", "imp_jax/core/analysis.py",
           '"effective_parameters": best_model.get("remaining_weights"),',
           '"effective_parameters": best_model.get("prunable_remaining"),',
           "the effective number of parameters leaves out the unpruned output layer",
-          ("tests/test_analysis.py",)),
+          ("tests/core/test_analysis.py",)),
 )
 
 

@@ -91,7 +91,7 @@ def test_fingerprint_ignores_paths_and_stop_conditions():
     assert config_lib.fingerprint(a) != config_lib.fingerprint(b)
 
 
-CONFIG_FILES = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
+CONFIG_FILES = sorted(p.stem for p in (Path(__file__).parents[2] / "configs").glob("*.py")
                       if p.stem not in ("variants", "reproduce"))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "masks.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "masks.md"
 
 
 def _blocks(kind: str) -> list[tuple[str, str]]:
