@@ -21,7 +21,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
-from imp_jax.data import datasets
+from imp_jax.data import preparation
 from tests.helpers import MNIST_ARCHIVES, ROOT, TINY_MIXTURE, run_cli
 
 
@@ -37,7 +37,7 @@ def mnist_tfds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     keywords = {"data_dir": session_dir(tmp_path_factory, "tfds"), "manual_dir": MNIST_ARCHIVES}
     with open(keywords["data_dir"].with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker prepares it; the others wait
-        datasets.load_tfds("mnist", **keywords)
+        preparation.load_tfds("mnist", **keywords)
     return keywords
 
 

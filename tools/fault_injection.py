@@ -124,9 +124,9 @@ FAULTS = (
           "y_train = np.broadcast_to(dataset.y_train_clean, (c.replicates, dataset.n_train))",
           "training sees the clean labels: no label noise", (ROWS,)),
     Fault("test_labels_not_noised", "imp_jax/data/datasets.py",
-          'noisy_test, _ = add_label_noise(_stream(key, "test_noise"), y_test, label_noise, '
+          'noisy_test, _ = add_label_noise(stream(key, "test_noise"), y_test, label_noise, '
           "num_classes)",
-          'noisy_test, _ = add_label_noise(_stream(key, "test_noise"), y_test, 0.0, num_classes)',
+          'noisy_test, _ = add_label_noise(stream(key, "test_noise"), y_test, 0.0, num_classes)',
           "the noisy test labels are the clean ones", (ROWS, "tests/data/test_data.py")),
     Fault("true_label_acc_on_noisy_labels", "imp_jax/run/evaluation.py",
           "jnp.sum((jnp.argmax(logits_train, -1) == y_clean) & corrupted)",

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from imp_jax.data import datasets
+from imp_jax.data import datasets, noise, preparation
 
 KEY = jax.random.key(0)
 FASHION_MNIST_ARCHIVES = (
@@ -27,7 +27,7 @@ def test_label_noise_relabels_exactly_round_fraction_n(n, fraction):
     # With 2**31 - 1 classes a relabelled example keeps its label with probability ~5e-10, so
     # the changed examples are exactly the chosen ones.
     labels = np.zeros(n, np.int32)
-    noisy, changed = datasets.add_label_noise(KEY, labels, fraction, 2**31 - 1)
+    noisy, changed = noise.add_label_noise(KEY, labels, fraction, 2**31 - 1)
     assert changed.sum() == round(fraction * n)
     np.testing.assert_array_equal(changed, noisy != labels)
     assert noisy.dtype == labels.dtype and not labels.any(), "input must stay untouched"
@@ -36,7 +36,7 @@ def test_label_noise_relabels_exactly_round_fraction_n(n, fraction):
 def test_label_noise_draws_over_all_classes():
     n, fraction, k = 20_000, 0.5, 10
     labels = np.random.default_rng(0).integers(0, k, n).astype(np.int32)
-    noisy, changed = datasets.add_label_noise(KEY, labels, fraction, k)
+    noisy, changed = noise.add_label_noise(KEY, labels, fraction, k)
     # Of the 10 000 chosen, each keeps its label with probability 1/k: 9 000 change, sd 30.
     chosen = round(fraction * n)
     assert abs(changed.sum() - chosen * (1 - 1 / k)) < 5 * np.sqrt(chosen * (1 - 1 / k) / k)
@@ -47,9 +47,9 @@ def test_label_noise_draws_over_all_classes():
 
 def test_label_noise_is_reproducible_per_key():
     labels = np.arange(1000, dtype=np.int32) % 10
-    first = datasets.add_label_noise(KEY, labels, 0.3, 10)
-    again = datasets.add_label_noise(KEY, labels, 0.3, 10)
-    other = datasets.add_label_noise(jax.random.key(1), labels, 0.3, 10)
+    first = noise.add_label_noise(KEY, labels, 0.3, 10)
+    again = noise.add_label_noise(KEY, labels, 0.3, 10)
+    other = noise.add_label_noise(jax.random.key(1), labels, 0.3, 10)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.array_equal(first[1], other[1])
@@ -67,7 +67,7 @@ def test_label_noise_is_reproducible_per_key():
 )
 def test_label_noise_bad_input(labels, fraction, message):
     with pytest.raises(ValueError, match=message):
-        datasets.add_label_noise(KEY, labels, fraction, 3)
+        noise.add_label_noise(KEY, labels, fraction, 3)
 
 
 # --- mixtures ----------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_tfds_loading_code_on_mock_data(tmp_path):
     for name in FASHION_MNIST_ARCHIVES:  # what preparing offline would read (mocked here)
         (manual_dir / name).touch()
     with tfds.testing.mock_data(num_examples=40):
-        x_train, y_train, x_test, y_test, k = datasets.load_tfds(
+        x_train, y_train, x_test, y_test, k = preparation.load_tfds(
             "fashion_mnist", data_dir=tmp_path, manual_dir=manual_dir
         )
         ds = datasets.load_dataset(

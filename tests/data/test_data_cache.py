@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imp_jax.data import datasets
+from imp_jax.data import preparation
 from tests.helpers import MNIST_ARCHIVES, ROOT
 
 # First on PYTHONPATH, this makes TensorFlow look uninstalled: importing it fails, and
@@ -75,10 +75,10 @@ def test_dataset_prepared_before_caching_is_cached_on_first_load(mnist_tfds, tmp
     shutil.copytree(version, tmp_path / "mnist" / version.name)
     cache = tmp_path / "mnist" / version.name / "imp_jax_arrays.npz"
     cache.unlink()  # as tfds prepared it, without this project's cache
-    old = datasets.load_tfds("mnist", data_dir=tmp_path)  # reads tfds' files, with TensorFlow
+    old = preparation.load_tfds("mnist", data_dir=tmp_path)  # reads tfds' files, with TensorFlow
     written = files(tmp_path)
     assert cache.is_file()
-    new = datasets.load_tfds("mnist", data_dir=tmp_path)
+    new = preparation.load_tfds("mnist", data_dir=tmp_path)
     assert files(tmp_path) == written
     assert old[4] == new[4] == 10
     for a, b in zip(old[:4], new[:4], strict=True):
@@ -88,14 +88,14 @@ def test_dataset_prepared_before_caching_is_cached_on_first_load(mnist_tfds, tmp
 
 
 def test_cache_round_trip(tmp_path):
-    datasets._write_cache(tmp_path / "c.npz", "toy/1.0.0", TOY)
+    preparation._write_cache(tmp_path / "c.npz", "toy/1.0.0", TOY)
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
-    got = datasets._read_cache(tmp_path / "c.npz", "toy/1.0.0")
+    got = preparation._read_cache(tmp_path / "c.npz", "toy/1.0.0")
     assert got.keys() == TOY.keys()
     for name, array in TOY.items():
         np.testing.assert_array_equal(got[name], array)
         assert got[name].dtype == array.dtype
-    assert datasets._read_cache(tmp_path / "absent.npz", "toy/1.0.0") is None
+    assert preparation._read_cache(tmp_path / "absent.npz", "toy/1.0.0") is None
 
 
 def altered(path: Path) -> None:
@@ -122,16 +122,16 @@ UNREADABLE = "the unreadable array cache {}"
 ])
 def test_cache_that_does_not_verify_is_ignored(tmp_path, caplog, corrupt, dataset, message):
     path = tmp_path / "c.npz"
-    datasets._write_cache(path, "toy/1.0.0", TOY)
+    preparation._write_cache(path, "toy/1.0.0", TOY)
     corrupt(path)
     with caplog.at_level(logging.WARNING):
-        assert datasets._read_cache(path, dataset) is None
+        assert preparation._read_cache(path, dataset) is None
     assert f"ignoring {message.format(path)}" in caplog.text
 
 
 def test_unwritable_cache_folder_keeps_no_cache(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        datasets._write_cache(tmp_path / "absent" / "c.npz", "toy/1.0.0", TOY)
+        preparation._write_cache(tmp_path / "absent" / "c.npz", "toy/1.0.0", TOY)
     assert "could not cache toy/1.0.0's arrays" in caplog.text
     assert list(tmp_path.iterdir()) == []
 
@@ -140,8 +140,8 @@ def test_unwritable_cache_folder_keeps_no_cache(tmp_path, caplog):
 LOAD_MNIST = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from imp_jax.data import datasets
-x_train, _, x_test, _, classes = datasets.load_tfds("mnist", data_dir=sys.argv[1],
+from imp_jax.data import preparation
+x_train, _, x_test, _, classes = preparation.load_tfds("mnist", data_dir=sys.argv[1],
                                                 manual_dir=sys.argv[2])
 print(len(x_train), len(x_test), classes)
 """

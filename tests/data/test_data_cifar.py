@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imp_jax.core import augment
-from imp_jax.data import datasets
+from imp_jax.data import datasets, preparation
 
 KEY = jax.random.key(0)
 CIFAR10 = datasets.NORMALISATION["cifar10"]
@@ -22,7 +22,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data_dir = tmp_path_factory.mktemp("tfds")
     with tfds.testing.mock_data(num_examples=500):
         out = {
-            "raw": datasets.load_tfds("cifar10", data_dir=data_dir),
+            "raw": preparation.load_tfds("cifar10", data_dir=data_dir),
             "default": datasets.load_dataset("cifar10", key=KEY, data_dir=data_dir),
             "uint8": datasets.load_dataset("cifar10", key=KEY, data_dir=data_dir, keep_uint8=True),
             "five": datasets.load_dataset("cifar10", key=KEY, data_dir=data_dir, classes=5,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from imp_jax.data import datasets
+from imp_jax.data import preparation
 from tests.helpers import ROOT, run_cli
 
 MNIST_ARCHIVES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -18,15 +18,15 @@ OFFLINE = {name: "http://127.0.0.1:9" for name in (
 
 
 def _builder(tmp_path):
-    return datasets._import_tfds().builder("mnist", data_dir=tmp_path / "tfds")
+    return preparation._import_tfds().builder("mnist", data_dir=tmp_path / "tfds")
 
 
 def test_archives_are_looked_for_in_manual_dir_then_tfds_then_shared(tmp_path):
-    folders = datasets.archive_folders(_builder(tmp_path), tmp_path / "mine")
+    folders = preparation.archive_folders(_builder(tmp_path), tmp_path / "mine")
     assert [str(f) for f in folders] == [str(tmp_path / "mine"),
                                          str(tmp_path / "tfds" / "downloads" / "manual"),
                                          "../shared/data/mnist"]
-    assert datasets.archive_folders(_builder(tmp_path), None) == folders[1:]
+    assert preparation.archive_folders(_builder(tmp_path), None) == folders[1:]
 
 
 def test_archives_in_tfds_own_manual_folder_are_used(tmp_path, monkeypatch):
@@ -39,7 +39,7 @@ def test_archives_in_tfds_own_manual_folder_are_used(tmp_path, monkeypatch):
     monkeypatch.setattr(builder, "download_and_prepare",
                         lambda download_config: used.append(download_config.manual_dir))
     monkeypatch.chdir(tmp_path)  # no ../shared/data here
-    datasets._prepare(builder, tmp_path / "empty")  # a manual_dir without them: the next folder
+    preparation._prepare(builder, tmp_path / "empty")  # a manual_dir without them: the next folder
     assert used == [manual]
 
 
@@ -66,4 +66,4 @@ def test_offline_without_archives_fails_in_seconds_with_one_line(tmp_path, monke
 def test_an_unreachable_url_says_why(url, monkeypatch):
     for name in OFFLINE:
         monkeypatch.delenv(name, raising=False)
-    assert datasets._unreachable(url)
+    assert preparation._unreachable(url)

@@ -118,9 +118,9 @@ def test_an_export_takes_the_raw_pixels_and_gives_the_rows_error(mnist_run, mnis
     run's recorded test error; standardised inputs are refused rather than standardised
     twice."""
     from imp_jax import export
-    from imp_jax.data import datasets as data_lib
+    from imp_jax.data import preparation
 
-    _, _, x_test, y_test, _ = data_lib.load_tfds("mnist", **mnist_tfds)
+    _, _, x_test, y_test, _ = preparation.load_tfds("mnist", **mnist_tfds)
     exported = export.export_run(mnist_run.workdir, "compact", level=2, replicate=1)
     errors = np.mean(np.argmax(np.asarray(exported.predict(x_test)), -1) != y_test)
     assert errors == pytest.approx(mnist_run.row(2, 1)["test_error"], abs=1e-4)
