@@ -17,6 +17,7 @@ running averages) are taken over them only, as if the batch held only them; the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -79,11 +80,26 @@ class FCN(nn.Module):
                       self.bias_init, "output")(x)
 
 
+# PyTorch's BatchNorm defaults (running-average momentum 0.1, eps 1e-5), as in the reference code.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+# The BatchNorm that follows each convolution of a ResNet (its stem's, or a block's).
+RESNET_BN_OF = {"stem_conv": "stem_bn", "conv_0": "bn_0", "conv_1": "bn_1",
+                "shortcut_conv": "shortcut_bn"}
+# A ResNet block's layer name.
+RESNET_BLOCK = re.compile(r"^stage_(\d+)_block_(\d+)$")
+
+
+def conv_padding(size: int) -> int:
+    """The padding on each side of a ``size`` x ``size`` convolution: PyTorch's symmetric
+    ``size // 2`` (Flax's "SAME" pads a strided convolution asymmetrically and would shift every
+    downsampled feature map)."""
+    return size // 2
+
+
 def _conv(features: int, size: int, stride: int, initializer: str, name: str) -> nn.Conv:
-    # PyTorch's symmetric padding (size // 2 on each side): Flax's "SAME" pads a strided
-    # convolution asymmetrically and would shift every downsampled feature map.
-    return nn.Conv(features, (size, size), strides=stride, padding=size // 2, use_bias=False,
-                   kernel_init=INITS[initializer], name=name)
+    return nn.Conv(features, (size, size), strides=stride, padding=conv_padding(size),
+                   use_bias=False, kernel_init=INITS[initializer], name=name)
 
 
 def _batch_norm(x: jax.Array, train: bool, valid: jax.Array | None, name: str,
@@ -93,8 +109,7 @@ def _batch_norm(x: jax.Array, train: bool, valid: jax.Array | None, name: str,
     ``bn_init`` is one of :data:`BN_INITS`."""
     mask = None if valid is None else valid.reshape(-1, *(1,) * (x.ndim - 1))
     scale_init = nn.initializers.ones if bn_init == "ones" else nn.initializers.uniform(1.0)
-    # PyTorch's defaults (running-average momentum 0.1, eps 1e-5), as in the reference code.
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
                         scale_init=scale_init, name=name)(x, mask=mask)
 
 
