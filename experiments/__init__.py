@@ -6,6 +6,10 @@ import sys
 # runs then, before the entry point imports JAX, so that start-up honours SIGTERM/SIGINT at once.
 # Importing the package from elsewhere (tests, notebooks) changes nothing.
 if sys.argv[:1] == ["-m"]:
+    import os
+
     from experiments import startup
 
     startup.exit_on_signals()
+    # TensorFlow (dataset preparation only) logs its C++ start-up chatter otherwise.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
@@ -62,14 +62,28 @@ def setup_logging() -> None:
     sys.unraisablehook = logs.quiet_unraisable
 
 
-def parse_flags(argv: list[str], config_flag: flags.FlagHolder) -> list[str]:
+def main(fn: Callable[[list[str]], int | None], config_flag: flags.FlagHolder | None = None, *,
+         arguments: bool = False) -> None:
+    """Runs the entry point ``fn(argv)`` as an absl app: the flags parsed by :func:`parse_flags`,
+    arguments other than flags refused unless ``arguments``, then the tools' logging set up."""
+
+    def start(argv: list[str]) -> int | None:
+        if len(argv) > 1 and not arguments:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        setup_logging()
+        return fn(argv)
+
+    app.run(start, flags_parser=lambda argv: parse_flags(argv, config_flag))
+
+
+def parse_flags(argv: list[str], config_flag: flags.FlagHolder | None = None) -> list[str]:
     """absl's flag parsing, with a bad flag or config override reported as one ``error:`` line
     (exit 2) instead of absl's usage text or a traceback. A config field given twice keeps its
     last value (absl would append a repeated tuple override to the first)."""
     argv = last_override_wins(argv)
     try:
         rest = flags.FLAGS(argv)
-        if config_flag.value is not None:  # None: optional, and not given
+        if config_flag is not None and config_flag.value is not None:  # None: not given
             config_flag.value.keys()  # a config file that failed to load raises when first used
         return rest
     except (flags.Error, AttributeError, KeyError, OSError, SyntaxError) as e:

@@ -12,10 +12,6 @@ unless ``--overwrite``) stops it with one ``error:`` line (exit status 2), befor
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from absl import app, flags
 
 from experiments import cli
@@ -31,7 +27,6 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an export of the sam
 
 
 def main(argv: list[str]) -> int:
-    cli.setup_logging()
     if len(argv) != 2:
         raise app.UsageError("give one run directory")
     if not _OUT.value:
@@ -51,4 +46,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, arguments=True)

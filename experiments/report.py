@@ -14,10 +14,6 @@ stderr and exit status 2; so does mixing run and sweep directories.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from absl import app, flags
 
 from experiments import cli
@@ -32,7 +28,6 @@ _REDRAW = flags.DEFINE_bool("redraw", False, "Draw run figures even when they ar
 
 
 def main(argv: list[str]) -> int:
-    cli.setup_logging()
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give at least one run or sweep directory")
@@ -52,4 +47,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, arguments=True)

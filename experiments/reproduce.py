@@ -20,9 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags
+from absl import flags
 
 from configs import reproduce as scales
 from experiments import cli
@@ -66,9 +64,6 @@ def data_fields() -> dict[str, dict[str, str]]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cli.setup_logging()
     logging.getLogger(driver.__name__).setLevel(logging.WARNING)  # one line per point
     scale = _SCALE.value
     out = Path(_OUT.value or os.path.join("runs", f"reproduce-{scale}"))
@@ -98,4 +93,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _JOBS.slurm))
+    cli.main(main, _JOBS.slurm)

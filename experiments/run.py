@@ -15,13 +15,10 @@ damaged is trained again (its metrics rows are kept).
 from __future__ import annotations
 
 import logging
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -69,9 +66,6 @@ def stored_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cli.setup_logging()
     if _DISTRIBUTED.value or _COORDINATOR.value:
         jax.distributed.initialize(_COORDINATOR.value or None, _NUM_PROCESSES.value,
                                    _PROCESS_ID.value)
@@ -111,4 +105,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _CONFIG))
+    cli.main(main, _CONFIG)

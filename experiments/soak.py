@@ -10,16 +10,13 @@ What it does and how it compares the runs: :mod:`experiments.harness.soak`. The 
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as experiments.run sets it for the runs
-
 import jax
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
@@ -39,11 +36,8 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     # This process only compares checkpoints: keep it off the accelerators its runs need.
     jax.config.update("jax_platforms", "cpu")
-    cli.setup_logging()  # drops Orbax's notices that the compared checkpoints open read-only
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
     config_args = [a for a in sys.argv[1:] if a.startswith("--config")]
     base = Path(_WORKDIR.value or tempfile.mkdtemp(prefix="imp_soak-")).resolve()
@@ -63,4 +57,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main)

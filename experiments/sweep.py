@@ -28,9 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -87,9 +85,6 @@ def work(config, sweep_dir: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cli.setup_logging()
     if not _LOG_LEVELS.value:  # one line per point
         logging.getLogger(driver.__name__).setLevel(logging.WARNING)
     config = _CONFIG.value
@@ -112,4 +107,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _CONFIG))
+    cli.main(main, _CONFIG)

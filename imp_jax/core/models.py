@@ -97,6 +97,13 @@ def conv_padding(size: int) -> int:
     return size // 2
 
 
+def _pooled_output(x: jax.Array, num_classes: int, use_bias: bool, initializer: str,
+                   bias_init: str) -> jax.Array:
+    """A convolutional network's head: global average pooling, then the dense ``output`` layer."""
+    x = jnp.mean(x, axis=(1, 2))
+    return _dense(num_classes, x.shape[-1], use_bias, initializer, bias_init, "output")(x)
+
+
 def _conv(features: int, size: int, stride: int, initializer: str, name: str) -> nn.Conv:
     return nn.Conv(features, (size, size), strides=stride, padding=conv_padding(size),
                    use_bias=False, kernel_init=INITS[initializer], name=name)
@@ -162,9 +169,8 @@ class ResNet(nn.Module):
             for b in range(self.blocks_per_stage):
                 x = BasicBlock(multiple * self.width, stride if b == 0 else 1, self.initializer,
                                self.bn_init, name=f"stage_{s}_block_{b}")(x, train, valid)
-        x = jnp.mean(x, axis=(1, 2))
-        return _dense(self.num_classes, x.shape[-1], self.use_bias, self.initializer,
-                      self.bias_init, "output")(x)
+        return _pooled_output(x, self.num_classes, self.use_bias, self.initializer,
+                              self.bias_init)
 
 
 class VGG16(nn.Module):
@@ -195,9 +201,8 @@ class VGG16(nn.Module):
                 x = _conv(multiple * self.width, 3, 1, self.initializer, f"conv_{i}")(x)
                 x = nn.relu(_batch_norm(x, train, valid, f"bn_{i}", self.bn_init))
                 i += 1
-        x = jnp.mean(x, axis=(1, 2))
-        return _dense(self.num_classes, x.shape[-1], self.use_bias, self.initializer,
-                      self.bias_init, "output")(x)
+        return _pooled_output(x, self.num_classes, self.use_bias, self.initializer,
+                              self.bias_init)
 
 
 class DenseNet(nn.Module):
@@ -230,9 +235,7 @@ class DenseNet(nn.Module):
             for j in range(layers):
                 x = _Bottleneck(k, init, bn, name=f"block_{i}_layer_{j}")(x, train, valid)
         x = nn.relu(_batch_norm(x, train, valid, "final_bn", bn))
-        x = jnp.mean(x, axis=(1, 2))
-        return _dense(self.num_classes, x.shape[-1], self.use_bias, init, self.bias_init,
-                      "output")(x)
+        return _pooled_output(x, self.num_classes, self.use_bias, init, self.bias_init)
 
 
 class _Bottleneck(nn.Module):
