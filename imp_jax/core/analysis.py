@@ -17,16 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from imp_jax.core import row_metrics
+from imp_jax.core.records import ModelRecord, RunSummary, Stat, StudyRecord
+
 Row = Mapping[str, Any]
 
-# Compared between the dense and the best pruned model in the summary. ``{b}`` is the ECE bin
-# count; metrics absent from the rows (the mixture-only ones on real data) are left out.
-REQUIRED_METRICS = ("test_error", "test_nll", "test_ece_{b}", "test_noisy_ece_{b}",
-                    "test_overconfidence")
-OPTIONAL_METRICS = ("train_error", "test_brier", "test_mean_confidence", "test_noisy_nll",
-                    "test_noisy_overconfidence", "val_error", "true_abs_error", "true_kl",
-                    "true_abs_error_max", "true_abs_error_q99", "true_noisy_abs_error",
-                    "true_noisy_kl", "fresh_ece_{b}", "fresh_overconfidence")
 STATUS_NOT_PASSED = "minimum not yet reached"
 STATUS_PASSED = "minimum passed"
 STATUS_COLLAPSED = "collapsed"
@@ -249,8 +244,8 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _mean_std(values: np.ndarray) -> dict[str, float | None]:
-    return {"mean": _finite(float(np.mean(values))), "std": _finite(_std(values))}
+def _mean_std(values: np.ndarray) -> Stat:
+    return Stat(_finite(float(np.mean(values))), _finite(_std(values)))
 
 
 def _count(level_rows: Sequence[Row], name: str, level: int) -> int:
@@ -258,16 +253,17 @@ def _count(level_rows: Sequence[Row], name: str, level: int) -> int:
     return round(float(np.mean(_values(level_rows, name, level))))
 
 
-def _model_summary(level_rows: Sequence[Row], level: int, metrics: Sequence[str]) -> dict:
-    return {"level": level,
-            "remaining_weights": _count(level_rows, "remaining_weights", level),
-            "prunable_remaining": _count(level_rows, "prunable_remaining", level),
-            "metrics": {name: _mean_std(_values(level_rows, name, level)) for name in metrics}}
+def _model_summary(level_rows: Sequence[Row], level: int, metrics: Sequence[str]
+                   ) -> ModelRecord:
+    return ModelRecord(level, _count(level_rows, "remaining_weights", level),
+                       _count(level_rows, "prunable_remaining", level),
+                       {name: _mean_std(_values(level_rows, name, level)) for name in metrics})
 
 
 def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
               ) -> dict[str, Any]:
-    """The content of ``summary.json``: best pruned level, effective parameters, dense vs best.
+    """The content of ``summary.json`` (a :class:`imp_jax.core.records.RunSummary` as JSON):
+    best pruned level, effective parameters, dense vs best.
 
     Top-level keys:
 
@@ -281,8 +277,8 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
       path (the dense network, for wide ones);
     * ``models``: ``dense``, ``best`` (and ``best_val`` when the rows have ``val_error``), each
       ``{"level", "remaining_weights", "prunable_remaining", "metrics": {name: {"mean",
-      "std"}}}`` over replicates for the metrics of :data:`REQUIRED_METRICS` and those of
-      :data:`OPTIONAL_METRICS` present in the rows (``{b}`` = ``num_bins``);
+      "std"}}}`` over replicates for the required metrics of
+      :mod:`imp_jax.core.row_metrics` and its optional ones that the rows have;
     * ``best_level_val`` when the rows have ``val_error``;
     * ``landmarks``: :func:`sdd_landmarks` of the test error;
     * ``skipped_replicates``: replicates that diverged (``"diverged": true`` in any of their
@@ -303,8 +299,8 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
     skipped = sorted({r["replicate"] for r in rows if r.get("diverged")})
     rows = [r for r in rows if r["replicate"] not in skipped]
     grouped = _by_level(rows)
-    required = [m.format(b=num_bins) for m in REQUIRED_METRICS]
-    optional = [m.format(b=num_bins) for m in OPTIONAL_METRICS]
+    required = row_metrics.names(num_bins, summary="required")
+    optional = row_metrics.names(num_bins, summary="optional")
     metrics = required + [m for m in optional if all(m in r for r in rows)]
     dense = min(grouped)
     landmarks = sdd_landmarks(rows, "test_error")
@@ -312,30 +308,30 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
     models = {"dense": _model_summary(grouped[dense], dense, metrics)}
     if best is not None:
         models["best"] = _model_summary(grouped[best], best, metrics)
-    best_model = models.get("best", {})
-    summary: dict[str, Any] = {
-        "finished": bool(finished),
-        "levels_done": len(grouped),
-        "replicates": max(len(r) for r in grouped.values()),
-        "dense_test_error": models["dense"]["metrics"]["test_error"]["mean"],
-        "best_level": best,
-        "best_test_error": best_model.get("metrics", {}).get("test_error", {}).get("mean"),
-        "effective_parameters": best_model.get("remaining_weights"),
-        "effective_prunable_parameters": best_model.get("prunable_remaining"),
-        "lowest_error_level": landmarks["lowest"]["level"],
-        "lowest_test_error": _finite(landmarks["lowest"]["value"]),
-        "total_weights": _count(grouped[dense], "total_weights", dense),
-        "prunable_total": _count(grouped[dense], "prunable_total", dense),
-        "models": models,
-        "landmarks": landmarks,
-        "skipped_replicates": skipped,
-    }
+    best_model = models.get("best")
+    extra = {}
     if "val_error" in metrics:
-        best_val = best_level(rows, select="val")
-        summary["best_level_val"] = best_val
+        extra["best_level_val"] = best_val = best_level(rows, select="val")
         if best_val is not None:
             models["best_val"] = _model_summary(grouped[best_val], best_val, metrics)
-    return summary
+    return RunSummary(
+        finished=bool(finished),
+        levels_done=len(grouped),
+        replicates=max(len(r) for r in grouped.values()),
+        dense_test_error=models["dense"].metrics["test_error"].mean,
+        best_level=best,
+        best_test_error=best_model.metrics["test_error"].mean if best_model else None,
+        effective_parameters=best_model.remaining_weights if best_model else None,
+        effective_prunable_parameters=best_model.prunable_remaining if best_model else None,
+        lowest_error_level=landmarks["lowest"]["level"],
+        lowest_test_error=_finite(landmarks["lowest"]["value"]),
+        total_weights=_count(grouped[dense], "total_weights", dense),
+        prunable_total=_count(grouped[dense], "prunable_total", dense),
+        models=models,
+        landmarks=landmarks,
+        skipped_replicates=skipped,
+        extra=extra,
+    ).to_json()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,42 +365,35 @@ def replicate_minima(rows: Iterable[Row], metric: str = "test_error") -> list[di
 
 
 def study_record(values: Mapping[str, float], runs: Sequence[Sequence[Row]], *,
-                 num_bins: int = 15) -> dict[str, Any]:
+                 num_bins: int = 15) -> StudyRecord:
     """Dense vs best pruned model of one setting of a study, pooling its runs (seeds).
 
     The runs must share an architecture, so that a level has the same weights in all of them;
-    their rows are pooled level by level as replicates of one run (:func:`summarise`).
-
-    Returns:
-      ``values`` (the setting, e.g. ``{"width": 300}``), ``runs``, ``replicates`` (in all runs),
-      ``total_weights`` (of the dense network), ``best_level`` and ``effective_parameters`` (the
-      best pruned model of the mean test-error curve, :func:`sparse_minimum`; None while not
-      reached), ``lowest_error_level``, ``effective_parameters_replicates`` (``{"mean", "std"}``
-      over the replicates that reached their own best pruned model, :func:`replicate_minima`),
-      ``status`` (of :func:`sdd_landmarks`), ``models`` (``dense`` and, once reached, ``best``
-      as in :func:`summarise`) and ``curve`` (:func:`level_curve` of the test error).
+    their rows are pooled level by level as replicates of one run (:func:`summarise`). The
+    best pruned model is the minimum of the mean test-error curve (:func:`sparse_minimum`); the
+    per-replicate effective parameters come from :func:`replicate_minima`.
 
     Raises:
       ValueError: no rows, or a row lacks a metric :func:`summarise` needs.
     """
     rows = [row for run in runs for row in run]
-    summary = summarise(rows, num_bins=num_bins)
+    summary = RunSummary.from_json(summarise(rows, num_bins=num_bins))
     sizes = np.asarray([m["remaining_weights"] for run in runs if run
                         for m in replicate_minima(run) if m["level"] is not None],
                        dtype=np.float64)
-    return {"values": dict(values), "runs": len(runs), "replicates": summary["replicates"],
-            "total_weights": summary["total_weights"], "best_level": summary["best_level"],
-            "effective_parameters": summary["effective_parameters"],
-            "lowest_error_level": summary["lowest_error_level"],
-            "effective_parameters_replicates": (_mean_std(sizes) if sizes.size else
-                                                {"mean": None, "std": None}),
-            "status": summary["landmarks"]["status"],
-            "models": {k: v for k, v in summary["models"].items() if k in ("dense", "best")},
-            "curve": level_curve(rows, "test_error")}
+    return StudyRecord(
+        values=dict(values), runs=len(runs), replicates=summary.replicates,
+        total_weights=summary.total_weights, best_level=summary.best_level,
+        effective_parameters=summary.effective_parameters,
+        lowest_error_level=summary.lowest_error_level,
+        effective_parameters_replicates=_mean_std(sizes) if sizes.size else Stat(None, None),
+        status=summary.status,
+        models={k: v for k, v in summary.models.items() if k in ("dense", "best")},
+        curve=level_curve(rows, "test_error"))
 
 
 def study_records(points: Iterable[tuple[Mapping[str, float], Sequence[Row]]], *,
-                  num_bins: int = 15, pool: Sequence[str] = ("seed",)) -> list[dict[str, Any]]:
+                  num_bins: int = 15, pool: Sequence[str] = ("seed",)) -> list[StudyRecord]:
     """:func:`study_record` of every setting of a study, pooling the runs that differ only in
     the ``pool`` axes (the seeds); settings in the order of their first point.
 
@@ -420,7 +409,7 @@ def study_records(points: Iterable[tuple[Mapping[str, float], Sequence[Row]]], *
     return [study_record(setting, runs, num_bins=num_bins) for setting, runs in groups.values()]
 
 
-def best_small_full(records: Sequence[Mapping[str, Any]], axis: str = "width"
+def best_small_full(records: Sequence[StudyRecord], axis: str = "width"
                     ) -> list[dict[str, Any]]:
     """The study's "best small full" networks: per setting of the axes other than ``axis``,
     the record (:func:`study_record`) whose *dense* network has the lowest mean test error.
@@ -429,12 +418,11 @@ def best_small_full(records: Sequence[Mapping[str, Any]], axis: str = "width"
       One ``{"values": the other axes' values, "record": the record}`` per setting, in the
       order of their first record; records without ``axis`` are left out.
     """
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    groups: dict[tuple, list[StudyRecord]] = {}
     for r in records:
-        if axis in r["values"]:
-            others = tuple((k, v) for k, v in r["values"].items() if k != axis)
+        if axis in r.values:
+            others = tuple((k, v) for k, v in r.values.items() if k != axis)
             groups.setdefault(others, []).append(r)
     return [{"values": dict(others),
-             "record": min(group, key=lambda r: r["models"]["dense"]["metrics"]["test_error"]
-                           ["mean"])}
+             "record": min(group, key=lambda r: r.dense.metrics["test_error"].mean)}
             for others, group in groups.items()]

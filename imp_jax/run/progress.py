@@ -26,14 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from imp_jax.core import row_metrics
 from imp_jax.run.rundir import write_json
 from imp_jax.run.writers import MetricWriter
 
 log = logging.getLogger("imp_jax.run.driver")
 
-# The per-level metrics sent to the writers (``{b}``: the ECE bin count).
-LEVEL_METRICS = ("test_error", "test_ece_{b}", "test_noisy_ece_{b}", "train_error",
-                 "train_error_noisy_subset", "remaining_weights")
 
 
 @contextlib.contextmanager
@@ -157,17 +155,12 @@ class Progress:
             self.write_status(level, epoch, float(np.nanmean(losses)), times)
 
     def level_line(self, level: int, rows: Sequence[Mapping[str, Any]], seconds: float) -> None:
-        """Logs the result of ``level`` (the mean over its replicates' rows): weights, train
-        errors, test error, ECE against clean and noisy labels and, for mixtures, |p - p_true|."""
-        b, first = self.num_bins, rows[0]
-        keys = ["train_error", "train_error_noisy_subset", "test_error", f"test_ece_{b}",
-                f"test_noisy_ece_{b}"]
-        names = ["train err", "relabelled err", "test err", "test ECE", "noisy ECE"]
-        if "true_abs_error" in first:
-            keys.append("true_abs_error")
-            names.append("|p - p_true|")
-        values = " | ".join(f"{name} {np.mean([r[k] for r in rows]):.4f}"
-                            for name, k in zip(names, keys, strict=True) if k in first)
+        """Logs the result of ``level`` (the mean over its replicates' rows): weights and the
+        metrics of the progress line (:mod:`imp_jax.core.row_metrics`) that the rows have."""
+        first = rows[0]
+        values = " | ".join(
+            f"{row_metrics.metric(k, self.num_bins).line} {np.mean([r[k] for r in rows]):.4f}"
+            for k in row_metrics.names(self.num_bins, line=True) if k in first)
         log.info("level %2d/%d | weights %d/%d (%.2f%%) | %s | %.1f s", level, self.last_level,
                  first["remaining_weights"], first["total_weights"],
                  100 * (1 - first["sparsity"]), values, seconds)
@@ -178,7 +171,7 @@ class Progress:
         self._overheads.append(max(self.clock() - self._level_start - train_seconds, 0.0))
         for writer, row in zip(self.writers, rows, strict=False):
             writer.scalars(level, {f"levels/{name}": float(row[name]) for name in
-                                   (m.format(b=self.num_bins) for m in LEVEL_METRICS)
+                                   row_metrics.names(self.num_bins, tensorboard=True)
                                    if name in row and math.isfinite(float(row[name]))})
         self.write_status(level, self.epochs, finished_level=True)
 

@@ -36,7 +36,8 @@ from typing import Any
 import ml_collections
 
 from imp_jax import export
-from imp_jax.core import analysis
+from imp_jax.core import analysis, row_metrics
+from imp_jax.core.records import ModelRecord, RunSummary, Stat, StudyRecord
 from imp_jax.data import tasks
 from imp_jax.plots import run as run_plots
 from imp_jax.plots import study as study_plots
@@ -45,13 +46,18 @@ from imp_jax.run.checkpoints import CheckpointError
 from imp_jax.run.rundir import RunDir, RunDirError, read_json, write_atomic
 from imp_jax.study.sweep import SWEEP_FILE
 
-# (column title, metric name; {b} is the run's ECE bin count).
-METRIC_COLUMNS = (("test error", "test_error"), ("ECE (clean)", "test_ece_{b}"),
-                  ("ECE (noisy)", "test_noisy_ece_{b}"), ("NLL", "test_nll"),
-                  ("overconfidence", "test_overconfidence"), ("|p - p_true|", "true_abs_error"))
-CSV_NAMES = {"test error": "test_error", "ECE (clean)": "ece_clean", "ECE (noisy)": "ece_noisy",
-             "NLL": "nll", "overconfidence": "overconfidence", "|p - p_true|": "true_abs_error",
-             "compact shape": "compact_shape"}
+
+def metric_columns() -> list[tuple[str, str]]:
+    """(column title, metric name; ``{b}`` is the run's ECE bin count) of the reports' metric
+    columns (:mod:`imp_jax.core.row_metrics`)."""
+    return [(m.title, m.name) for m in row_metrics.METRICS.values() if m.column]
+
+
+def csv_names() -> dict[str, str]:
+    """The CSV name of each column title."""
+    return {"compact shape": "compact_shape",
+            **{m.title: m.column for m in row_metrics.METRICS.values() if m.column}}
+
 MODEL_NAMES = {"dense": "dense", "best": "best pruned", "best_val": "best pruned (val)"}
 
 
@@ -82,29 +88,28 @@ def load_rows(path: str) -> tuple[list[dict[str, Any]], int]:
     return rows, num_bins
 
 
-def _pair(value: dict[str, float | None] | None) -> tuple[float | None, float | None] | None:
-    return None if value is None else (value["mean"], value["std"])
+def _pair(value: Stat | None) -> tuple[float | None, float | None] | None:
+    return None if value is None else (value.mean, value.std)
 
 
 def table_rows(run: str, rows: list[dict[str, Any]], num_bins: int) -> list[dict[str, Any]]:
     """One record per compared model of a run: run, model, level, weights and, per metric
     column, ``(mean, std)`` or None where the run lacks the metric. While the minimum is not
     reached, the best pruned model's record says so and holds no values."""
-    summary = analysis.summarise(rows, num_bins=num_bins)
+    summary = RunSummary.from_json(analysis.summarise(rows, num_bins=num_bins))
     records = []
-    for key in ("dense", "best", *(["best_val"] if "best_val" in summary["models"] else [])):
-        model = summary["models"].get(key)
+    for key in ("dense", "best", *(["best_val"] if "best_val" in summary.models else [])):
+        model = summary.models.get(key)
         if model is None:
-            records.append({"run": run, "model": f"{MODEL_NAMES[key]} "
-                                                  f"({summary['landmarks']['status']})",
+            records.append({"run": run, "model": f"{MODEL_NAMES[key]} ({summary.status})",
                             "level": None, "weights": None, "compact shape": None,
-                            **{title: None for title, _ in METRIC_COLUMNS}})
+                            **{title: None for title, _ in metric_columns()}})
             continue
-        record = {"run": run, "model": MODEL_NAMES[key], "level": model["level"],
-                  "weights": model["remaining_weights"],
-                  "compact shape": compact_shape(run, model["level"])}
-        for title, metric in METRIC_COLUMNS:
-            record[title] = _pair(model["metrics"].get(metric.format(b=num_bins)))
+        record = {"run": run, "model": MODEL_NAMES[key], "level": model.level,
+                  "weights": model.remaining_weights,
+                  "compact shape": compact_shape(run, model.level)}
+        for title, metric in metric_columns():
+            record[title] = _pair(model.metric(metric.format(b=num_bins)))
         records.append(record)
     return records
 
@@ -128,7 +133,7 @@ def _columns(records: list[dict[str, Any]]) -> list[str]:
     # The mixture-only column is shown only when some run has it.
     return ["run", "model", "level", "weights",
             *(["compact shape"] if any(r.get("compact shape") for r in records) else []),
-            *(t for t, _ in METRIC_COLUMNS if any(r[t] is not None for r in records))]
+            *(t for t, _ in metric_columns() if any(r[t] is not None for r in records))]
 
 
 def _cell(value: Any) -> str:
@@ -163,10 +168,10 @@ def _check_target(path: Path) -> None:
 def write_csv(records: list[dict[str, Any]], path: Path, columns: list[str] | None = None,
               names: dict[str, str] | None = None) -> None:
     """The records as CSV, each column under its name in ``names`` (default
-    :data:`CSV_NAMES`; else its title); a column of ``(mean, std)`` cells becomes two, the
+    :func:`csv_names`; else its title); a column of ``(mean, std)`` cells becomes two, the
     second ``<name>_std``."""
     columns = columns or _columns(records)
-    names = CSV_NAMES if names is None else names
+    names = csv_names() if names is None else names
     paired = {c for c in columns if any(isinstance(r[c], tuple) for r in records)}
     header = [n for c in columns
               for n in ((names.get(c, c), names.get(c, c) + "_std") if c in paired
@@ -213,7 +218,7 @@ class Study:
     path: Path
     label: str  # the sweep's config name
     axes: list[str]  # swept axes shown in tables and figures (the seeds are pooled)
-    records: list[dict[str, Any]]
+    records: list[StudyRecord]
     num_bins: int
 
 
@@ -248,9 +253,8 @@ def load_study(path: str) -> Study:
     if num_bins is None:
         raise ReportError(f"{path}: no point of the sweep has a finished level yet")
     records = analysis.study_records(loaded, num_bins=num_bins)
-    for r in records:
-        if tuple(sorted(r["values"].items())) in unfinished:
-            r["status"] += " (unfinished)"
+    records = [dataclasses.replace(r, status=f"{r.status} (unfinished)")
+               if tuple(sorted(r.values.items())) in unfinished else r for r in records]
     axes = [a for a in ("width", "nu") if any(a in values for values, _ in points)]
     return Study(root, label, axes, records, num_bins)
 
@@ -267,19 +271,19 @@ def study_rows(study: Study) -> list[dict[str, Any]]:
     ece = f"test_ece_{study.num_bins}"
     out = []
     for r in study.records:
-        dense = r["models"]["dense"]["metrics"]
-        best = r["models"].get("best", {}).get("metrics", {})  # absent: minimum not reached
+        best = r.best  # None: minimum not reached
         out.append({
-            "sweep": study.label, **{a: r["values"].get(a) for a in study.axes},
-            "replicates": r["replicates"], "weights": r["total_weights"],
-            "test error (dense)": pair(dense["test_error"]), "ECE (dense)": pair(dense[ece]),
-            "best level": r["best_level"], "effective parameters": r["effective_parameters"],
+            "sweep": study.label, **{a: r.values.get(a) for a in study.axes},
+            "replicates": r.replicates, "weights": r.total_weights,
+            "test error (dense)": pair(r.dense.metric("test_error")),
+            "ECE (dense)": pair(r.dense.metric(ece)),
+            "best level": r.best_level, "effective parameters": r.effective_parameters,
             # Per-replicate minima only beside a reached mean minimum: else one replicate's
             # minimum would read like the study's.
-            "effective (per replicate)": None if r["effective_parameters"] is None else
-            _rounded(pair(r["effective_parameters_replicates"])),
-            "test error (best)": pair(best.get("test_error")),
-            "ECE (best)": pair(best.get(ece)), "SDD": r["status"]})
+            "effective (per replicate)": None if r.effective_parameters is None else
+            _rounded(pair(r.effective_parameters_replicates)),
+            "test error (best)": pair(best.metric("test_error")) if best else None,
+            "ECE (best)": pair(best.metric(ece)) if best else None, "SDD": r.status})
     return out
 
 
@@ -294,12 +298,11 @@ def paper_rows(study: Study) -> list[dict[str, Any]]:
     """One record per setting in the study's own table format (see :data:`PAPER_COLUMNS`)."""
     out = []
     for r in study.records:
-        best = r["models"].get("best")
-        out.append({"sweep": study.label, **{a: r["values"].get(a) for a in study.axes},
-                    "full weights": r["total_weights"],
-                    "best pruned weights": r["effective_parameters"],
-                    "test error (full)": _pair(r["models"]["dense"]["metrics"]["test_error"]),
-                    "test error (pruned)": _pair(best["metrics"]["test_error"]) if best
+        out.append({"sweep": study.label, **{a: r.values.get(a) for a in study.axes},
+                    "full weights": r.total_weights,
+                    "best pruned weights": r.effective_parameters,
+                    "test error (full)": _pair(r.dense.metric("test_error")),
+                    "test error (pruned)": _pair(r.best.metric("test_error")) if r.best
                     else None})
     return out
 
@@ -308,34 +311,33 @@ def calibration_rows(study: Study) -> list[dict[str, Any]]:
     """The study's comparison of the best pruned models with the full networks and the best
     small full network (the width whose full network errs least,
     :func:`imp_jax.core.analysis.best_small_full`): one record per model, with the columns of
-    :data:`METRIC_COLUMNS` (calibration and, for mixtures, |p - p_true|)."""
+    :func:`metric_columns` (calibration and, for mixtures, |p - p_true|)."""
 
-    def record(kind: str, r: dict[str, Any], key: str) -> dict[str, Any]:
-        model = r["models"][key]
-        values = ", ".join(f"{k}={v:g}" for k, v in r["values"].items())
-        out = {"sweep": study.label, "model": f"{kind} ({values})", "level": model["level"],
-               "weights": model["remaining_weights"]}
-        for title, metric in METRIC_COLUMNS:
-            out[title] = _pair(model["metrics"].get(metric.format(b=study.num_bins)))
+    def record(kind: str, r: StudyRecord, model: ModelRecord) -> dict[str, Any]:
+        values = ", ".join(f"{k}={v:g}" for k, v in r.values.items())
+        out = {"sweep": study.label, "model": f"{kind} ({values})", "level": model.level,
+               "weights": model.remaining_weights}
+        for title, metric in metric_columns():
+            out[title] = _pair(model.metric(metric.format(b=study.num_bins)))
         return out
 
-    rows = [record("best small full", small["record"], "dense")
+    rows = [record("best small full", small["record"], small["record"].dense)
             for small in analysis.best_small_full(study.records)]
     for r in study.records:
-        rows.append(record("full", r, "dense"))
-        if "best" in r["models"]:
-            rows.append(record("best pruned", r, "best"))
+        rows.append(record("full", r, r.dense))
+        if r.best is not None:
+            rows.append(record("best pruned", r, r.best))
     return rows
 
 
-def _series(studies: list[Study], axis: str) -> dict[str, list[dict[str, Any]]]:
+def _series(studies: list[Study], axis: str) -> dict[str, list[StudyRecord]]:
     """Records of the studies sweeping ``axis``, one series per sweep and value of the other
     axes."""
-    series: dict[str, list[dict[str, Any]]] = {}
+    series: dict[str, list[StudyRecord]] = {}
     for study in studies:
         for r in study.records:
-            if axis in r["values"]:
-                others = ", ".join(f"{k}={v:g}" for k, v in r["values"].items() if k != axis)
+            if axis in r.values:
+                others = ", ".join(f"{k}={v:g}" for k, v in r.values.items() if k != axis)
                 series.setdefault(study.label + (f" ({others})" if others else ""), []).append(r)
     return series
 
@@ -350,7 +352,7 @@ def write_study_plots(studies: list[Study]) -> list[Path]:
     out = studies[0].path / "plots"
     for axis, against in (("width", "weights"), ("nu", "nu")):
         series = _series(studies, axis)
-        if any(r["effective_parameters"] is not None for s in series.values() for r in s):
+        if any(r.effective_parameters is not None for s in series.values() for r in s):
             paths += study_plots.effective_parameters(series, out, against=against)
         elif series:
             logging.info("no effective number of parameters against %s yet: no point has "

@@ -243,7 +243,7 @@ def draw_figures(data: StudyData, out: Path, chosen: Sequence[str]) -> dict[str,
                     title=f"MNIST {network} FCN, every width, {scale(key)}")
         series = {n: studies[k].records for k, n in (("mnist_widths", "two-layer"),
                                                      ("mnist3_widths", "three-layer"))
-                  if k in studies and any(r["effective_parameters"] is not None
+                  if k in studies and any(r.effective_parameters is not None
                                           for r in studies[k].records)}
         if series:
             drawn["widths"] += study_plots.effective_parameters(
@@ -251,7 +251,7 @@ def draw_figures(data: StudyData, out: Path, chosen: Sequence[str]) -> dict[str,
                 title=f"MNIST FCNs, {scale(next(k for k in studies if k.startswith('mnist')))}")
     mixtures = {t: studies[k].records for k, t in (("mixture_nu", "linear"),
                                                    ("mixture_xor_nu", "XOR"))
-                if k in studies and any(r["effective_parameters"] is not None
+                if k in studies and any(r.effective_parameters is not None
                                         for r in studies[k].records)}
     if "mixtures" in drawn and mixtures:
         key = "mixture_nu" if "mixture_nu" in studies else "mixture_xor_nu"

@@ -9,7 +9,7 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 
-from imp_jax.core import analysis
+from imp_jax.core import analysis, records
 from tests.helpers import SDD, make_rows
 
 
@@ -220,3 +220,13 @@ def test_best_pruned_model_under_replicate_noise(shape, sigma, seed):
     peak = analysis.sparse_minimum(curve).peak or 0
     assert peak < found < len(curve) - 1
     assert curve[found] <= curve[best] + 4 * sigma + 1e-12
+
+
+def test_typed_records_read_and_write_a_summary_unchanged():
+    rows = make_rows(SDD, val_error=SDD)
+    summary = analysis.summarise(rows)
+    typed = records.RunSummary.from_json(json.loads(json.dumps(summary)))
+    assert typed.to_json() == summary
+    assert typed.best_level == summary["best_level"] and typed.best_level_val == 5
+    assert typed.models["best"].metric("test_error").mean == min(SDD)
+    assert typed.status == summary["landmarks"]["status"]

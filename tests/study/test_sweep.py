@@ -305,14 +305,14 @@ def test_study_records_pool_seeds_and_figures(tmp_path):
                 points.append(({"width": width, "nu": nu, "seed": seed},
                                make_rows([[e, e + 0.02] for e in errors], weights=weights)))
     records = analysis.study_records(points)
-    assert [r["values"] for r in records] == [
+    assert [r.values for r in records] == [
         {"width": 10, "nu": 0.5}, {"width": 100, "nu": 0.5}, {"width": 10, "nu": 1.0},
         {"width": 100, "nu": 1.0}]
     first = records[0]
-    assert first["runs"] == 2 and first["replicates"] == 4 and first["total_weights"] == 1000
-    assert first["best_level"] == int(np.argmin(SDD))
-    assert first["effective_parameters"] == round(1000 * 0.8 ** np.argmin(SDD))
-    assert first["effective_parameters_replicates"]["std"] == 0.0
+    assert first.runs == 2 and first.replicates == 4 and first.total_weights == 1000
+    assert first.best_level == int(np.argmin(SDD))
+    assert first.effective_parameters == round(1000 * 0.8 ** np.argmin(SDD))
+    assert first.effective_parameters_replicates.std == 0.0
     paths = study_plots.study_double_descent(records, tmp_path)
     assert [p.name for p in paths] == ["double_descent.png", "double_descent.pdf"]
     series = {"linear": records, "xor": records[:2]}
@@ -329,7 +329,7 @@ def test_paper_table_and_best_small_full():
               ({"width": 100}, make_rows(wide, weights=10_000))]
     records = analysis.study_records(points)
     small = analysis.best_small_full(records)
-    assert [s["record"]["values"] for s in small] == [{"width": 100}]
+    assert [s["record"].values for s in small] == [{"width": 100}]
     study = report.Study(Path("."), "s", ["width"], records, 15)
     paper = report.paper_rows(study)
     assert [(r["width"], r["full weights"], r["best pruned weights"]) for r in paper] == [
