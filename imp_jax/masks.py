@@ -20,6 +20,10 @@ Typical use::
     params = masks.apply_mask(params, mask)
     opt_state = masks.set_mask(opt_state, mask)             # the optimizer's state is kept
     print(masks.summary(mask, spec))
+
+A mask can be stored bit-packed, 8 times smaller (:func:`pack`, :func:`unpack`,
+``wrap_optax(..., packed=True)``). Every function here that reads a mask takes a packed one as
+well; the masks they return are unpacked.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ import optax
 
 __all__ = [
     "COUNTS", "DEFAULT_SPEC", "DISTRIBUTIONS", "Count", "Distribution", "LeafCount", "Mask",
-    "MaskSummary", "MaskedOptState", "PrunableSpec", "PyTree", "apply_mask", "check_mask",
-    "count", "get_mask", "layer_sparsities", "leaf_paths", "masked_optimizer", "num_to_prune",
-    "ones_like", "overlap", "prune_global", "prune_layerwise", "prune_random_global",
-    "prune_random_layerwise", "prune_to", "set_mask", "step_size", "summary", "wrap_optax",
+    "MaskSummary", "MaskedOptState", "PackedLeaf", "PrunableSpec", "PyTree", "apply_mask",
+    "check_mask", "count", "get_mask", "layer_sparsities", "leaf_paths", "masked_optimizer",
+    "num_to_prune", "ones_like", "overlap", "pack", "prune_global", "prune_layerwise",
+    "prune_random_global", "prune_random_layerwise", "prune_to", "set_mask", "step_size",
+    "summary", "unpack", "wrap_optax",
 ]
 
 PyTree = Any
@@ -160,7 +165,9 @@ def check_mask(params: PyTree, mask: Mask) -> None:
     """Raises ValueError unless ``mask`` has ``params``'s tree structure, shapes and bool leaves.
 
     A non-array leaf of ``params`` must have ``None`` as its mask leaf (see :func:`ones_like`).
+    A packed mask (:func:`pack`) is checked unpacked.
     """
+    mask = unpack(mask)
     p_leaves, p_def = jax.tree_util.tree_flatten(params)
     try:
         m_leaves = p_def.flatten_up_to(mask)
@@ -187,9 +194,100 @@ def check_mask(params: PyTree, mask: Mask) -> None:
 def apply_mask(params: PyTree, mask: Mask) -> PyTree:
     """Returns ``params`` with pruned entries set to exactly zero (dtypes preserved); non-array
     leaves are returned as they are."""
+    mask = unpack(mask)
     check_mask(params, mask)
     return jax.tree_util.tree_map(
         lambda p, m: p if m is None else jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed masks: one bit per weight instead of a byte.
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["bits"], meta_fields=["shape"])
+@dataclasses.dataclass(frozen=True)
+class PackedLeaf:
+    """One mask leaf stored bit-packed: what :func:`pack` puts in place of a bool array.
+
+    A pytree node whose only leaf is ``bits``; ``shape`` is static aux data, so a packed mask
+    passes through ``jit``, ``vmap`` and ``lax`` control flow, and Orbax saves and restores it
+    as it does any pytree of arrays. (``flax.serialization`` knows only the types registered
+    with it: unpack first, or register this one with ``register_serialization_state``.)
+
+    Attributes:
+      bits: uint8 array of ``ceil(prod(shape) / 8)`` bytes, the leaf flattened row-major and
+        packed big-endian as ``jnp.packbits`` does; under ``vmap`` of :func:`pack` it has the
+        mapped axes in front.
+      shape: the shape of the bool leaf (without the mapped axes).
+    """
+
+    bits: jax.Array
+    shape: tuple[int, ...]
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["leaves"],
+                   meta_fields=["treedef"])
+@dataclasses.dataclass(frozen=True)
+class _PackedTree:
+    """How ``wrap_optax(..., packed=True)`` keeps its mask: the array leaves packed in a flat
+    tuple, the mask's tree static. Flat, because :func:`pack` of a mask built from
+    ``nnx.state`` puts a :class:`PackedLeaf` inside each ``nnx`` variable, and a variable holding
+    a pytree does not survive ``nnx.Optimizer`` under ``nnx.jit``."""
+
+    leaves: tuple[PackedLeaf, ...]
+    treedef: jax.tree_util.PyTreeDef
+
+
+def _is_packed(x: Any) -> bool:
+    return isinstance(x, (PackedLeaf, _PackedTree))
+
+
+def _pack_flat(mask: Mask) -> _PackedTree:
+    leaves, treedef = jax.tree_util.tree_flatten(mask)
+    return _PackedTree(tuple(pack(leaves)), treedef)
+
+
+def pack(mask: Mask) -> Mask:
+    """``mask`` with each bool array leaf stored bit-packed in a :class:`PackedLeaf` (8 times
+    smaller); ``None`` and other non-array leaves, and leaves already packed, are kept as they
+    are. Jittable; ``jax.vmap(pack)`` packs each replicate of a stacked mask on its own, so the
+    result can be vmapped over as the mask could.
+
+    Raises:
+      ValueError: on an array leaf that is not bool.
+    """
+
+    def leaf(path: Any, m: Any) -> Any:
+        if _is_packed(m) or not _is_array(m):
+            return m
+        if jnp.result_type(m) != jnp.bool_:
+            raise ValueError(f"mask leaf {'/'.join(_key_name(k) for k in path)!r} has dtype "
+                             f"{jnp.result_type(m)}, expected bool")
+        return PackedLeaf(jnp.packbits(jnp.ravel(m)), tuple(int(d) for d in jnp.shape(m)))
+
+    return jax.tree_util.tree_map_with_path(leaf, mask, is_leaf=_is_packed)
+
+
+def _has_packed(mask: Mask) -> bool:
+    return any(map(_is_packed, jax.tree_util.tree_leaves(mask, is_leaf=_is_packed)))
+
+
+def _unpack_leaf(x: PackedLeaf | _PackedTree) -> Any:
+    if isinstance(x, _PackedTree):
+        return jax.tree_util.tree_unflatten(x.treedef, [_unpack_leaf(y) for y in x.leaves])
+    bits = jnp.asarray(x.bits)
+    # Leading axes (a vmapped pack, seen from outside the vmap) stay in front.
+    flat = jnp.unpackbits(bits, axis=-1, count=math.prod(x.shape))
+    return flat.astype(bool).reshape(bits.shape[:-1] + x.shape)
+
+
+def unpack(packed: Mask) -> Mask:
+    """The bool mask :func:`pack` packed, exactly; leaves that are not packed are kept, so an
+    unpacked mask is returned as it is. Jittable and vmappable."""
+    if not _has_packed(packed):
+        return packed
+    return jax.tree_util.tree_map(lambda x: _unpack_leaf(x) if _is_packed(x) else x, packed,
+                                  is_leaf=_is_packed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +295,7 @@ def apply_mask(params: PyTree, mask: Mask) -> PyTree:
 
 
 def _prunable_leaves(mask: Mask, spec: PrunableSpec) -> tuple[list[str], list[jax.Array]]:
+    mask = unpack(mask)
     flags = spec.flags(mask)
     pairs = [(p, m) for p, m, f in zip(leaf_paths(mask), jax.tree_util.tree_leaves(mask), flags,
                                        strict=True) if f]
@@ -312,6 +411,7 @@ def overlap(a: Mask, b: Mask, spec: PrunableSpec = DEFAULT_SPEC) -> jax.Array:
     1 for identical masks; for nested masks (a later IMP level inside an earlier one) it is the
     ratio of their sizes. Useful to compare tickets across levels or seeds.
     """
+    a, b = unpack(a), unpack(b)
     check_mask(a, b)
     _, la = _prunable_leaves(a, spec)
     _, lb = _prunable_leaves(b, spec)
@@ -455,7 +555,7 @@ def num_to_prune(mask: Mask, fraction: float, spec: PrunableSpec = DEFAULT_SPEC,
     Returns:
       ``(n, prunable)``, int32 scalars; works under jit.
     """
-    counts = _group_counts(mask, fraction, spec, layerwise, count)
+    counts = _group_counts(unpack(mask), fraction, spec, layerwise, count)
     return sum(n for _, n, _ in counts), sum(p for _, _, p in counts)
 
 
@@ -495,6 +595,7 @@ def _pruned(source: PyTree, mask: Mask, fraction: float, spec: PrunableSpec, lay
 
 def _prune_checked(source: PyTree, mask: Mask, fraction: float, spec: PrunableSpec,
                    layerwise: bool, count: str, random: bool) -> Mask:
+    mask = unpack(mask)
     _check_count(count)
     _check_fraction(fraction)
     if not random:
@@ -680,6 +781,7 @@ def layer_sparsities(tree: PyTree, sparsity: float, distribution: Distribution =
     if distribution == "global":
         raise ValueError("the global distribution has no per-leaf sparsities: magnitudes ranked "
                          "across the leaves decide; use 'uniform' or 'erk'")
+    tree = unpack(tree)
     _, paths, shapes = _prunable_shapes(tree, spec)
     plan = _targets(tree, sparsity, spec, distribution, erk_power_scale)
     return {p: n / math.prod(s) if math.prod(s) else 0.0
@@ -734,6 +836,7 @@ def prune_to(params: PyTree, mask: Mask, sparsity: float | Mapping[str, float],
       ValueError: on a concrete mask already sparser than the target (in a leaf, for the
         per-leaf distributions); under a trace such a leaf is left as it is.
     """
+    mask = unpack(mask)
     check_mask(params, mask)
     plan = _targets(mask, sparsity, spec, distribution, erk_power_scale)
     leaves = jax.tree_util.tree_leaves(mask)
@@ -774,6 +877,7 @@ def masked_optimizer(inner: optax.GradientTransformation) -> optax.GradientTrans
     def update(updates, state, params=None, *, masks=None, **extra):
         if masks is None:
             raise ValueError("masked_optimizer.update needs the current mask: pass masks=mask")
+        masks = unpack(masks)
         updates = apply_mask(updates, masks)
         updates, state = inner.update(updates, state, params, **extra)
         return apply_mask(updates, masks), state
@@ -804,8 +908,8 @@ def _check_like(params: PyTree, mask: Mask) -> None:
         raise strict
 
 
-def wrap_optax(inner: optax.GradientTransformation,
-               mask: Mask | None = None) -> optax.GradientTransformationExtraArgs:
+def wrap_optax(inner: optax.GradientTransformation, mask: Mask | None = None, *,
+               packed: bool = False) -> optax.GradientTransformationExtraArgs:
     """An optax optimizer that trains only the weights ``mask`` keeps; the mask lives in its state.
 
     A drop-in for any loop that takes an optax optimizer (``flax.training.train_state.TrainState``,
@@ -818,15 +922,19 @@ def wrap_optax(inner: optax.GradientTransformation,
     masked with :func:`apply_mask`).
 
     After pruning, put the new mask in with :func:`set_mask`: the inner state (momentum, Adam
-    moments, step counts) is kept. With params that are already masked, it does the arithmetic of
-    :func:`masked_optimizer` given the same mask (equal bit for bit when run op by op).
+    moments, step counts) is kept; :func:`get_mask` reads it back. With params that are already
+    masked, it does the arithmetic of :func:`masked_optimizer` given the same mask (equal bit for
+    bit when run op by op).
 
     Args:
       inner: any optax optimizer (``GradientTransformationExtraArgs`` extra arguments are passed
         on).
       mask: the mask to train with, as :func:`ones_like` makes it for the params (a mask built
         from ``nnx.state(model, nnx.Param)`` fits ``nnx.Optimizer``); ``None``: all-true, built by
-        ``init``.
+        ``init``. Packed (:func:`pack`) or not, either way.
+      packed: keep the mask in the state bit-packed (:func:`pack`), 8 times smaller than bool
+        arrays, unpacked at each ``update`` (inside a jitted step, it is a transient of that
+        step). The updates are the same, bit for bit.
 
     Returns:
       The wrapped optimizer; its state is a :class:`MaskedOptState`.
@@ -844,13 +952,19 @@ def wrap_optax(inner: optax.GradientTransformation,
     inner = optax.with_extra_args_support(inner)
 
     def init(params: PyTree) -> MaskedOptState:
-        m = ones_like(params) if mask is None else mask
+        m = ones_like(params) if mask is None else unpack(mask)
         _check_like(params, m)
-        return MaskedOptState(inner.init(params), jax.tree_util.tree_map(jnp.asarray, m))
+        m = jax.tree_util.tree_map(jnp.asarray, m)
+        return MaskedOptState(inner.init(params), _pack_flat(m) if packed else m)
 
     def update(updates: PyTree, state: MaskedOptState, params: PyTree | None = None,
                **extra: Any) -> tuple[PyTree, MaskedOptState]:
-        m = state.mask
+        m = unpack(state.mask)
+        if isinstance(state.mask, _PackedTree):
+            # The stored tree may wrap its arrays (nnx variables) where ``updates`` does not.
+            _check_like(updates, m)
+            m = jax.tree_util.tree_unflatten(
+                jax.tree_util.tree_structure(_arrays_only(updates)), jax.tree_util.tree_leaves(m))
         updates, inner_state = inner.update(apply_mask(updates, m), state.inner_state, params,
                                             **extra)
         if params is None:
@@ -860,7 +974,7 @@ def wrap_optax(inner: optax.GradientTransformation,
             updates = jax.tree_util.tree_map(
                 lambda u, k, p: u if k is None else jnp.where(k, u, -p.astype(u.dtype)),
                 updates, m, _arrays_only(params))
-        return updates, MaskedOptState(inner_state, m)
+        return updates, MaskedOptState(inner_state, state.mask)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -881,13 +995,14 @@ def _masked_states(opt_state: PyTree) -> list[MaskedOptState]:
 
 def get_mask(opt_state: PyTree) -> Mask:
     """The mask in the state of a :func:`wrap_optax` optimizer (found anywhere inside
-    ``opt_state``, e.g. under ``optax.chain``); as stored, so under ``nnx.Optimizer`` its arrays
-    sit in ``nnx`` variables (``nnx.as_pure`` unwraps them)."""
+    ``opt_state``, e.g. under ``optax.chain``), as bool arrays whether it is stored packed or not.
+    Unpacked, it comes in the tree it is stored in, so under ``nnx.Optimizer`` its arrays sit in
+    ``nnx`` variables (``nnx.as_pure`` unwraps them); packed, in the tree it was given in."""
     states = _masked_states(opt_state)
     if len(states) > 1:
         raise ValueError(f"opt_state holds {len(states)} masks.wrap_optax states; take the one "
                          "you mean from it")
-    return states[0].mask
+    return unpack(states[0].mask)
 
 
 def set_mask(opt_state: PyTree, mask: Mask) -> PyTree:
@@ -897,6 +1012,8 @@ def set_mask(opt_state: PyTree, mask: Mask) -> PyTree:
     sets the newly pruned weights to zero (given ``params``); apply the mask to the params as
     well (:func:`apply_mask`) so the forward pass sees them pruned at once. Works inside jit;
     with ``nnx.Optimizer``, ``optimizer.opt_state = masks.set_mask(optimizer.opt_state, mask)``.
+    ``mask`` may be packed or not; it is stored as the state stores its mask (packed with
+    ``wrap_optax(..., packed=True)``).
 
     Raises:
       ValueError: if ``opt_state`` holds no :func:`wrap_optax` state, or ``mask`` does not fit
@@ -907,10 +1024,13 @@ def set_mask(opt_state: PyTree, mask: Mask) -> PyTree:
     def swap(state: Any) -> Any:
         if not _is_masked_state(state):
             return state
-        _check_like(state.mask, mask)
+        new = unpack(mask)
+        _check_like(unpack(state.mask), new)
+        if isinstance(state.mask, _PackedTree):
+            new = _pack_flat(new)
         # The old mask's tree, so wrappers (nnx variables) and their metadata are kept.
         old = jax.tree_util.tree_structure(state.mask)
-        new = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(mask)]
+        new = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(new)]
         return state._replace(mask=jax.tree_util.tree_unflatten(old, new))
 
     return jax.tree_util.tree_map(swap, opt_state, is_leaf=_is_masked_state)
