@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from imp_jax.core import models, optimizers
+from imp_jax.core.records import LevelRow, RunSummary
 from imp_jax.data import tasks
 from imp_jax.run import config as config_lib
 from imp_jax.run import driver
@@ -45,14 +46,14 @@ class ImpResult:
     (``summary.json``: the best pruned level, the effective parameters, dense vs best
     metrics) and its directory."""
 
-    rows: list[dict[str, Any]]
-    summary: dict[str, Any]
+    rows: list[LevelRow]
+    summary: RunSummary
     workdir: str
 
     @property
     def best_level(self) -> int | None:
         """The best pruned level (the minimum of the second descent), or None."""
-        return self.summary.get("best_level")
+        return self.summary.best_level
 
     def params(self, level: int) -> PyTree:
         """The trained params of every replicate at the end of ``level`` (leading axis: the
@@ -102,6 +103,5 @@ def run_imp(model: nn.Module, arrays: Sequence[np.ndarray], workdir: str, *,
         config.train.optimizer, config.train.lr, config.train.schedule = name, 1.0, "step"
     for key, value in fields.items():
         config_lib.set_field(config, key, value)
-    summary = driver.run(config, workdir)
-    return ImpResult(RunDir(workdir).read_rows(), summary or read_json(RunDir(workdir).summary),
-                     workdir)
+    summary = driver.run(config, workdir) or read_json(RunDir(workdir).summary)
+    return ImpResult(RunDir(workdir).read_rows(), RunSummary.from_json(summary), workdir)

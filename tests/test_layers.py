@@ -2,6 +2,7 @@
 layers below (docs/architecture.md)."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,12 @@ def test_the_check_sees_an_upward_import(tmp_path):
     bad.write_text("from imp_jax import run\nimport imp_jax.study.sweep\n"
                    "from imp_jax.core import train\n")
     assert _imports(bad) == {"run", "study", "core"}
+
+
+
+def test_the_architecture_page_lists_the_layers_in_order():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| ((?:`imp_jax\.\w+`(?:, )?)+) \|", page, flags=re.MULTILINE)
+    listed = [name for row in rows for name in re.findall(r"`imp_jax\.(\w+)`", row)]
+    assert sorted(listed) == sorted(RANK)
+    assert [RANK[name] for name in listed] == sorted(RANK[name] for name in listed)

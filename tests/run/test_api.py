@@ -32,7 +32,7 @@ def test_imp_on_my_model_arrays_and_optimizer_resumes(tmp_path):
               "data.label_noise": 0.1, "checkpoint.every_epochs": 1}
     result = api.run_imp(TwoLayer(), arrays, str(tmp_path), optimizer=optax.adam(1e-2),
                          **fields)
-    assert result.summary["finished"] and len(result.rows) == 3 * 2
+    assert result.summary.finished and len(result.rows) == 3 * 2
     first = [r for r in result.rows if r["level"] == 0]
     assert first[0]["total_weights"] == 8 * 16 + 16 * 3
     assert all(r["test_error"] < 0.5 for r in first)  # it learned (chance: 2/3)
