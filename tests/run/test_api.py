@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
+from flax import nnx
 
 from imp_jax import api
 
@@ -54,3 +55,26 @@ def test_without_an_optimizer_the_config_trains(tmp_path):
                             "train.lr": 0.05})
     assert [r["level"] for r in result.rows] == [0, 1]
     assert jax.tree_util.tree_structure(result.params(0)) is not None
+
+
+class NnxTwoLayer(nnx.Module):
+    """A user's Flax NNX model."""
+
+    def __init__(self, din, dout, *, rngs):
+        self.hidden = nnx.Linear(din, 16, rngs=rngs)
+        self.out = nnx.Linear(16, dout, rngs=rngs)
+
+    def __call__(self, x, train=False, valid=None):
+        del train, valid
+        return self.out(nnx.relu(self.hidden(x)))
+
+
+def test_an_nnx_model_runs_through_the_linen_bridge(tmp_path):
+    result = api.run_imp(nnx.bridge.to_linen(NnxTwoLayer, 8, 3), _arrays(), str(tmp_path),
+                         optimizer=optax.adam(1e-2), name="nnx_two_layer",
+                         **{"train.epochs": 3, "train.batch_size": 32, "imp.levels": 1})
+    dense, pruned = (r["remaining_weights"] for r in result.rows)
+    assert dense == 8 * 16 + 16 * 3 and 0.79 * dense <= pruned <= 0.81 * dense
+    assert result.rows[0]["test_error"] < 0.5
+    kernel = np.asarray(result.params(1)["hidden"]["kernel"])
+    assert kernel.shape == (1, 8, 16) and np.count_nonzero(kernel) < kernel.size
