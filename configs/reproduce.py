@@ -98,8 +98,3 @@ def plan(scale: str, data: dict[str, dict[str, str]] | None = None) -> list[Stud
         variants.apply(config, (data or {}).get(config.data.name, {}))
         out.append(StudySweep(key, config, _full(module), claims))
     return out
-
-
-def planned_claims() -> dict[str, tuple[str, ...]]:
-    """Every sweep's claims, at whatever scale (for the rows of sweeps a scale leaves out)."""
-    return {key: claims for key, _, claims, _ in SWEEPS}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -19,13 +18,6 @@ from imp_jax.data import mixtures, tasks
 from imp_jax.data.noise import add_label_noise, host_rng, stream
 from imp_jax.data.preparation import load_tfds
 
-if TYPE_CHECKING:
-    pass
-
-# Per-channel (mean, std) of each image dataset's training images scaled to [0, 1]. The
-# reference code normalises MNIST with its own statistics but CIFAR-10 with ImageNet's
-# (tasks.IMAGENET).
-NORMALISATION = {t.name: t.stats for t in tasks.TASKS.values() if t.stats is not None}
 # Which statistics ``load_dataset(normalisation=...)`` standardises the images with.
 NORMALISATIONS = ("dataset", "imagenet")
 
@@ -154,7 +146,7 @@ def load_dataset(
         ``(mean, std)`` in ``Dataset.normalisation`` for the training step to apply on device
         (see :mod:`imp_jax.core.augment`). Image datasets only.
       normalisation: standardise the images with the dataset's own per-channel statistics
-        (``"dataset"``, :data:`NORMALISATION`) or with ImageNet's (``"imagenet"``, RGB datasets
+        (``"dataset"``, ``Task.stats``) or with ImageNet's (``"imagenet"``, RGB datasets
         only), as the reference code does for CIFAR-10.
     """
     task = tasks.get(task) if isinstance(task, str) else task

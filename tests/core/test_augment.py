@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from imp_jax.core import augment
-from imp_jax.data import datasets
+from imp_jax.data import datasets, tasks
 
 KEY = jax.random.key(0)
-MEAN, STD = datasets.NORMALISATION["cifar10"]
+MEAN, STD = tasks.get("cifar10").stats
 # Random pixels in 1..255: no window of the zero-padded image equals another by chance.
 IMAGES = np.random.default_rng(0).integers(1, 256, (16, 8, 6, 3), dtype=np.uint8)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from imp_jax.core import augment
-from imp_jax.data import datasets, preparation
+from imp_jax.data import datasets, preparation, tasks
 
 KEY = jax.random.key(0)
-CIFAR10 = datasets.NORMALISATION["cifar10"]
+CIFAR10 = tasks.get("cifar10").stats
 
 
 @pytest.fixture(scope="module")
