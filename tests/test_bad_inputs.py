@@ -586,6 +586,21 @@ def test_print_config_says_what_running_would_do(tiny_finished_run: Path, tmp_pa
     shutil.rmtree(damaged / "checkpoints" / "levels" / "1")
     assert plan(damaged) == ("is finished (4 levels): reached imp.levels=3; would train level(s) "
                              "1 again (checkpoint missing)")
+    # Killed between the last level's checkpoint and its rows: the run writes them, then
+    # decides as for a finished run (the counts come from the saved masks).
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(tiny_finished_run, unrecorded)
+    lines = (unrecorded / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (unrecorded / "metrics.jsonl").write_text("".join(lines[:-2]))
+    write = f"would write the rows of level {LAST} from its checkpoint"
+    assert plan(unrecorded) == f"is finished (4 levels): reached imp.levels=3; {write}"
+    assert plan(unrecorded, **{"imp.min_weights": 60, "imp.levels": 10}) == (
+        "is finished (4 levels): the next level would keep 38 prunable weights, fewer than "
+        f"imp.min_weights=60; {write}")
+    assert plan(unrecorded, **{"imp.levels": 5}) == f"{write}, then resume at level 4"
+    out = run_cli(*MIXTURE, f"--workdir={unrecorded}")
+    assert out.returncode == 0 and "is finished (reached imp.levels=3)" in out.stderr, out.stderr
+    assert without_timing(rows(unrecorded)) == without_timing(rows(tiny_finished_run))
 
 
 def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_finished_run: Path,
