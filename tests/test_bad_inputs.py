@@ -317,6 +317,11 @@ CASES = [
          "error: --out: cannot write into {workdir}/config.json/new: {workdir}/config.json is "
          "a file, not a folder; give a folder", breaks=lambda workdir: None,
          module="experiments.export"),
+    # /sys: a folder no one may write into, root included (whom chmod does not stop).
+    Case("export_out_in_an_unwritable_folder", ("{workdir}", "--level=0",
+                                                "--out=/sys/imp_jax_export"),
+         "error: --out: cannot write into /sys/imp_jax_export: /sys is not writable (",
+         breaks=lambda workdir: None, module="experiments.export"),
     Case("export_twice_in_one_format", ("{workdir}", "--level=0", "--out={workdir}.out"),
          "error: --out: {workdir}.out/compact.npz exists (an earlier export); give another "
          "--out, or --overwrite to replace it", breaks=lambda workdir: None,
