@@ -292,6 +292,9 @@ CASES = [
          ("--config=configs/mixture_linear_widths.py:smoke", "--config.sweep.bogus=3",
           "--sweep_dir={workdir}"),
          "error: config.sweep.bogus: unknown field", module="experiments.sweep"),
+    Case("sweep_unknown_sweep_field_without_a_config_file", ("--config.sweep.bogus=3",),
+         "error: config.sweep.bogus: unknown field (and overrides need "
+         "--config=configs/NAME.py[:ARG])", module="experiments.sweep"),
     Case("export_mistyped_run_directory", ("{workdir}-typo", "--out={workdir}.out"),
          "error: {workdir}-typo is not a run directory: it does not exist",
          module="experiments.export"),
