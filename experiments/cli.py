@@ -93,6 +93,10 @@ def parse_flags(argv: list[str], config_flag: flags.FlagHolder | None = None) ->
                    if name.startswith("config.") and _unknown(name.removeprefix("config."))]
         if unknown and isinstance(e, (AttributeError, KeyError)):
             message = f"{unknown[0]}: unknown field"
+        elif isinstance(e, flags.UnrecognizedFlagError) and e.flagname in unknown:
+            # no config file either, but the field is wrong whichever is given
+            message = (f"{e.flagname}: unknown field (and overrides need "
+                       f"--config=configs/NAME.py[:ARG])")
         elif isinstance(e, flags.UnrecognizedFlagError) and e.flagname.startswith("config."):
             # absl defines the override flags only once a config file is given
             message = (f"--{e.flagname}: give --config=configs/NAME.py[:ARG] to override its "

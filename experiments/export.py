@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
         export.check_request(argv[1], _FORMAT.value, _LEVEL.value)
         export.check_out(_OUT.value, _FORMAT.value, overwrite=_OVERWRITE.value)
         net = export.export_run(argv[1], _FORMAT.value, _LEVEL.value, _REPLICATE.value)
-        path = export.save(net, _OUT.value)
+        path = export.save(net, _OUT.value, overwrite=_OVERWRITE.value)
         source, weights = net.meta["source"], net.meta["weights"]
         return (f"exported level {source['level']} replicate {source['replicate']} as "
                 f"{net.meta['format']}: shape={net.shape} weights={weights['kept']}/"

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +29,7 @@ import pytest
 
 from experiments.harness import soak
 from imp_jax.run import driver
-from imp_jax.run.config import set_field
+from imp_jax.run.config import legacy_fingerprint, set_field
 from imp_jax.run.rundir import RunDir
 from tests.helpers import MNIST_ARCHIVES, ROOT, TINY_MIXTURE, run_cli
 
@@ -292,6 +294,9 @@ CASES = [
          ("--config=configs/mixture_linear_widths.py:smoke", "--config.sweep.bogus=3",
           "--sweep_dir={workdir}"),
          "error: config.sweep.bogus: unknown field", module="experiments.sweep"),
+    Case("sweep_unknown_sweep_field_without_a_config_file", ("--config.sweep.bogus=3",),
+         "error: config.sweep.bogus: unknown field (and overrides need "
+         "--config=configs/NAME.py[:ARG])", module="experiments.sweep"),
     Case("export_mistyped_run_directory", ("{workdir}-typo", "--out={workdir}.out"),
          "error: {workdir}-typo is not a run directory: it does not exist",
          module="experiments.export"),
@@ -317,6 +322,11 @@ CASES = [
          "error: --out: cannot write into {workdir}/config.json/new: {workdir}/config.json is "
          "a file, not a folder; give a folder", breaks=lambda workdir: None,
          module="experiments.export"),
+    # /sys: a folder no one may write into, root included (whom chmod does not stop).
+    Case("export_out_in_an_unwritable_folder", ("{workdir}", "--level=0",
+                                                "--out=/sys/imp_jax_export"),
+         "error: --out: cannot write into /sys/imp_jax_export: /sys is not writable (",
+         breaks=lambda workdir: None, module="experiments.export"),
     Case("export_twice_in_one_format", ("{workdir}", "--level=0", "--out={workdir}.out"),
          "error: --out: {workdir}.out/compact.npz exists (an earlier export); give another "
          "--out, or --overwrite to replace it", breaks=lambda workdir: None,
@@ -502,23 +512,40 @@ def follow(line: str, after: str) -> subprocess.CompletedProcess:
     return run_cli(*command[3:], module=command[2])
 
 
-def test_following_the_advice_for_an_unreadable_level(tiny_finished_run: Path,
-                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize("level", [0, 1])  # the dense level, and one the run reads only here
+def test_following_the_advice_for_an_unreadable_level(tiny_finished_run: Path, tmp_path: Path,
+                                                       level: int) -> None:
     workdir = tmp_path / "run"
     shutil.copytree(tiny_finished_run, workdir)
-    _corrupt("checkpoints/levels/1/state/d/*", "truncate")(workdir)
-    export = (workdir, "--level=1", f"--out={tmp_path / 'out'}")
+    _corrupt(f"checkpoints/levels/{level}/state/d/*", "truncate")(workdir)
+    export = (workdir, f"--level={level}", f"--out={tmp_path / 'out'}")
     line = error_line(run_cli(*export, module="experiments.export"))
-    assert line.startswith(f"error: checkpoint {workdir}/checkpoints/levels/1 is unreadable (")
+    assert line.startswith(f"error: checkpoint {workdir}/checkpoints/levels/{level} is "
+                           f"unreadable (")
     assert line.endswith(f"; delete that directory, then train it again with: python -m "
                          f"experiments.run --workdir={workdir} (its metrics rows are kept)")
-    shutil.rmtree(workdir / "checkpoints" / "levels" / "1")
+    shutil.rmtree(workdir / "checkpoints" / "levels" / str(level))
     out = follow(line, "then train it again with: ")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"checkpoint {workdir}/checkpoints/levels/1 is missing; training level 1" in out.stderr
+    assert (f"checkpoint {workdir}/checkpoints/levels/{level} is missing; training level "
+            f"{level}") in out.stderr
     assert rows(workdir) == rows(tiny_finished_run)  # kept, not written again
     assert soak.compare(tiny_finished_run, workdir).ok  # retrained to the same masks and params
     assert run_cli(*export, module="experiments.export").returncode == 0
+
+
+def test_following_the_advice_of_export_for_a_missing_level(tiny_finished_run: Path,
+                                                            tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_finished_run, workdir)
+    shutil.rmtree(workdir / "checkpoints" / "levels" / "2")
+    export = (workdir, "--level=2", f"--out={tmp_path / 'out'}")
+    line = error_line(run_cli(*export, module="experiments.export"))
+    out = follow(line, "train it again with: ")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert soak.compare(tiny_finished_run, workdir).ok
+    out = run_cli(*export, module="experiments.export")
+    assert out.returncode == 0 and "exported level 2 replicate 0" in out.stdout, out.stderr
 
 
 def test_following_the_advice_for_a_missing_level(tiny_finished_run: Path,
@@ -586,6 +613,21 @@ def test_print_config_says_what_running_would_do(tiny_finished_run: Path, tmp_pa
     shutil.rmtree(damaged / "checkpoints" / "levels" / "1")
     assert plan(damaged) == ("is finished (4 levels): reached imp.levels=3; would train level(s) "
                              "1 again (checkpoint missing)")
+    # Killed between the last level's checkpoint and its rows: the run writes them, then
+    # decides as for a finished run (the counts come from the saved masks).
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(tiny_finished_run, unrecorded)
+    lines = (unrecorded / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (unrecorded / "metrics.jsonl").write_text("".join(lines[:-2]))
+    write = f"would write the rows of level {LAST} from its checkpoint"
+    assert plan(unrecorded) == f"is finished (4 levels): reached imp.levels=3; {write}"
+    assert plan(unrecorded, **{"imp.min_weights": 60, "imp.levels": 10}) == (
+        "is finished (4 levels): the next level would keep 38 prunable weights, fewer than "
+        f"imp.min_weights=60; {write}")
+    assert plan(unrecorded, **{"imp.levels": 5}) == f"{write}, then resume at level 4"
+    out = run_cli(*MIXTURE, f"--workdir={unrecorded}")
+    assert out.returncode == 0 and "is finished (reached imp.levels=3)" in out.stderr, out.stderr
+    assert without_timing(rows(unrecorded)) == without_timing(rows(tiny_finished_run))
 
 
 def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_finished_run: Path,
@@ -624,3 +666,89 @@ def test_a_model_too_large_for_the_memory_limit_stops_with_one_line(tmp_path: Pa
     assert line.startswith("error: out of memory: a run of 2 replicate(s) needs at least ")
     assert "the address-space limit (ulimit -v) leaves" in line
     assert not workdir.exists()
+
+
+# -- round three: many processes, upgrades, partial figures ------------------------------------
+# Also in the catalogue, where they need more than a tiny run: a SIGTERM to a sweep's local
+# workers (tests/study/test_cluster.py::test_a_signal_stops_the_local_workers_for_real), three
+# processes preparing MNIST at once (tests/data/test_data_cache.py::
+# test_processes_preparing_one_dataset_take_turns), and SIGKILLs at random moments
+# (tests/test_soak.py).
+
+# Enters preparation._preparing for a dataset in the data_dir argv[1], saying when it is inside.
+PREPARING = """
+import logging, sys, types
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from imp_jax.data import preparation
+builder = types.SimpleNamespace(name="mnist", version="3.0.1",
+                                data_dir=f"{sys.argv[1]}/mnist/3.0.1")
+with preparation._preparing(builder):
+    print("preparing", flush=True)
+"""
+
+
+def test_two_processes_preparing_one_dataset_take_turns(tmp_path: Path) -> None:
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    err = tmp_path / "stderr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    with open(data_dir / ".mnist-3.0.1.imp_jax.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first process, preparing
+        with open(err, "w") as stderr:
+            second = subprocess.Popen([sys.executable, "-c", PREPARING, str(data_dir)], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "waiting for another process" not in err.read_text():
+                assert second.poll() is None and time.monotonic() < deadline, err.read_text()
+                time.sleep(0.1)
+            assert second.poll() is None  # it waits, and does not prepare beside the first
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    out, _ = second.communicate(timeout=60)
+    assert second.returncode == 0 and out == "preparing\n", err.read_text()[-3000:]
+    assert (f"waiting for another process preparing mnist in {data_dir} ..."
+            in err.read_text().splitlines())
+
+
+def test_a_run_named_by_an_earlier_version_is_reported_not_started_again(
+        tiny_finished_run: Path, tmp_path: Path) -> None:
+    # An upgrade that hashes other fields: the run lies under the name the old hash gave it.
+    config = RunDir(tiny_finished_run).stored_config()
+    old = Path("runs") / f"{config.name}-{legacy_fingerprint(config)}"
+    shutil.copytree(tiny_finished_run, tmp_path / old)
+    command = (f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE)
+    out = run_cli(*command, "--print_config", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == (
+        f"{old} is finished (4 levels): reached imp.levels=3; running it again changes nothing")
+    out = run_cli(*command, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"the run of this config is in {old} (named by an earlier version)" in out.stderr
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [old.name]
+
+
+def test_partly_deleted_figures_are_drawn_again(tiny_finished_run: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_finished_run, workdir)
+    expected = sorted(p.name for p in (workdir / "plots").iterdir())
+    for name in ("ece_curve.pdf", "mixture_profile.png"):
+        (workdir / "plots" / name).unlink()  # a drawing killed half-way, or a hasty tidy-up
+    out = run_cli(workdir, module="experiments.report")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{workdir}: wrote {len(expected)} figure files" in out.stderr
+    assert sorted(p.name for p in (workdir / "plots").iterdir()) == expected
+    (workdir / "plots" / "calibration.png").unlink()
+    out = run_cli(*MIXTURE, f"--workdir={workdir}")  # the run draws what is missing too
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{workdir}: wrote {len(expected)} figure files" in out.stderr
+    out = run_cli(workdir, module="experiments.report")
+    assert f"{workdir}: the figures are up to date" in out.stderr, out.stderr[-3000:]
+
+
+def test_report_only_in_a_fresh_folder_says_not_started(tmp_path: Path) -> None:
+    out = run_cli("--report_only", f"--out={tmp_path / 'fresh'}", module="experiments.reproduce")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "unreadable" not in out.stderr, out.stderr[-3000:]
+    assert f"mixture_nu: {tmp_path / 'fresh' / 'mixture_nu'}: not started yet (no sweep.json)" \
+        in out.stderr, out.stderr[-3000:]

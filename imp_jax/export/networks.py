@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -356,8 +357,8 @@ def check_out(directory: str | Path, fmt: str, *, overwrite: bool = False) -> Pa
     """Checks, before any work, that ``<directory>/<fmt>.npz`` can be written; returns its path.
 
     Raises:
-      ExportError: ``directory`` is a file or lies under one, or (unless ``overwrite``) the file
-        is there already.
+      ExportError: ``directory`` is a file or lies under one, or cannot be made or written
+        into, or (unless ``overwrite``) the file is there already.
     """
     directory = Path(directory)
     path = directory / f"{fmt}.npz"
@@ -365,21 +366,29 @@ def check_out(directory: str | Path, fmt: str, *, overwrite: bool = False) -> Pa
     if not above.is_dir():
         raise ExportError(f"--out: cannot write into {directory}: {above} is a file, not a "
                           f"folder; give a folder")
-    if not os.access(above, os.W_OK):
-        raise ExportError(f"--out: cannot write into {directory}: {above} is not writable; "
-                          f"give another folder")
+    try:  # a folder made and removed: what the OS allows, where root ignores the mode bits
+        os.rmdir(tempfile.mkdtemp(dir=above, prefix=".imp_jax_export."))
+    except OSError as e:
+        raise ExportError(f"--out: cannot write into {directory}: {above} is not writable "
+                          f"({e.strerror}); give another folder") from e
     if path.exists() and not overwrite:
-        raise ExportError(f"--out: {path} exists (an earlier export); give another --out, or "
-                          f"--overwrite to replace it")
+        raise _exists(path)
     return path
 
 
-def save(exported: Exported, directory: str | Path) -> Path:
-    """Writes ``exported`` as ``<directory>/<format>.npz`` (replaced atomically); returns its
-    path. BCOO kernels are stored as their ``data`` and ``indices``.
+def _exists(path: Path) -> ExportError:
+    return ExportError(f"--out: {path} exists (an earlier export); give another --out, or "
+                       f"--overwrite to replace it")
+
+
+def save(exported: Exported, directory: str | Path, *, overwrite: bool = True) -> Path:
+    """Writes ``exported`` as ``<directory>/<format>.npz`` (replaced atomically, or with
+    ``overwrite=False`` only created); returns its path. BCOO kernels are stored as their
+    ``data`` and ``indices``.
 
     Raises:
-      ExportError: the file cannot be written (see :func:`check_out`, to ask before exporting).
+      ExportError: the file cannot be written (see :func:`check_out`, to ask before exporting),
+        or it exists and ``overwrite`` is False.
     """
     arrays = {"meta": np.asarray(json.dumps(exported.meta))}
     shapes = {}
@@ -393,11 +402,13 @@ def save(exported: Exported, directory: str | Path) -> Path:
     arrays["bcoo_shapes"] = np.asarray(json.dumps(shapes))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    path = check_out(directory, exported.meta["format"], overwrite=True)
-    try:
-        write_atomic(path, buffer.getvalue())
+    path = check_out(directory, exported.meta["format"], overwrite=overwrite)
+    try:  # not replace=True unless asked: another export may have written it since the check
+        written = write_atomic(path, buffer.getvalue(), replace=overwrite)
     except RunDirError as e:
         raise ExportError(str(e)) from e
+    if not written:
+        raise _exists(path)
     return path
 
 

@@ -110,6 +110,21 @@ def _stop(c: ml_collections.ConfigDict, level: int, remaining: int, prunable: in
     return None
 
 
+def _saved_counts(c: ml_collections.ConfigDict, rundir: RunDir,
+                  level: int) -> tuple[int, int] | None:
+    """The remaining kernel and prunable weights of ``level``'s saved masks, as its rows would
+    count them (replicates prune alike); None where its checkpoint is unreadable."""
+    try:
+        with Checkpoints(rundir.checkpoints, read_only=True) as ckpt:
+            masks = ckpt.restore_level(level, None)["masks"]
+    except CheckpointError:
+        return None
+    first = jax.tree_util.tree_map(lambda m: np.asarray(m)[0], masks)
+    spec = masks_lib.PrunableSpec(exclude=tuple(c.prune.exclude))
+    kernels = masks_lib.PrunableSpec(min_ndim=spec.min_ndim)
+    return masks_lib.count(first, kernels)["remaining"], masks_lib.count(first, spec)["remaining"]
+
+
 def past_minimum(c: ml_collections.ConfigDict, rows: list[dict[str, Any]]) -> str | None:
     """Why a run of ``c`` with metrics ``rows`` stops under ``imp.stop_after_minimum``, or
     None: the rows' mean test error has its best pruned model that many levels back."""
@@ -521,7 +536,8 @@ class Run:
 def plan(config: ml_collections.ConfigDict, workdir: str) -> str:
     """What running ``config`` in ``workdir`` would do: start, resume, train missing levels
     again, or find it finished (or being trained by another process), as :meth:`Run.run`
-    decides it, from the rows and the checkpoints' names; reads only.
+    decides it, from the rows and the checkpoints' names (and the saved masks of a last level
+    killed before its rows); reads only.
 
     Raises:
       RunDirError: ``workdir`` cannot hold a run of ``config``, or its rows are unreadable.
@@ -542,17 +558,25 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> str:
                 f"would resume at level {point[0]}, epoch {point[1]:g}")
     last = max(reached)
     missing = sorted(set(range(last + 1)).difference(saved))
-    again = (f"would train level(s) {', '.join(map(str, missing))} again (checkpoint missing)"
-             if missing else "")
+    todo = [f"would train level(s) {', '.join(map(str, missing))} again (checkpoint missing)"
+            ] if missing else []
     last_rows = [row for row in rows if row["level"] == last]
-    reason = last_rows and (_stop(config, last, last_rows[0]["remaining_weights"],
-                                  last_rows[0]["prunable_remaining"])
-                            or past_minimum(config, rows))
+    if last_rows:
+        counts = last_rows[0]["remaining_weights"], last_rows[0]["prunable_remaining"]
+    else:  # killed between the level's checkpoint and its rows: the run writes them first
+        counts = _saved_counts(config, rundir, last)
+        todo.append(f"would write the rows of level {last} from its checkpoint")
+    reason = (_stop(config, last, *counts) if counts else
+              f"reached imp.levels={config.imp.levels}" if last >= config.imp.levels else None)
+    reason = reason or (past_minimum(config, rows) if last_rows else None)
+    again = ", ".join(todo)
     if reason:
         return (f"is finished ({last + 1} levels): {reason}; "
-                + (again if missing else "running it again changes nothing"))
-    if missing:
-        return f"{again}, then resume at level {last + 1}"
+                + (again or "running it again changes nothing"))
+    if again:
+        unless = ("" if last_rows or not config.imp.stop_after_minimum else
+                  " unless those rows stop it (imp.stop_after_minimum)")
+        return f"{again}, then resume at level {last + 1}{unless}"
     level, epoch = point or (last + 1, 0.0)
     return f"would resume at level {level}, epoch {epoch:g}, after {last + 1} finished level(s)"
 

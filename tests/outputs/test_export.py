@@ -174,6 +174,14 @@ def test_bad_requests_say_what_is_wrong(tiny_finished_run, tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(export.ExportError, match="not a readable export"):
         export.load(tmp_path / "junk.npz")
+    # An export of the same format written after the check (by another command) is kept.
+    net = export.export_run(tiny_finished_run, "compact", 0)
+    export.check_out(tmp_path / "out", "compact")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "compact.npz").write_bytes(b"another export")
+    with pytest.raises(export.ExportError, match=r"compact\.npz exists \(an earlier export\)"):
+        export.save(net, tmp_path / "out", overwrite=False)
+    assert (tmp_path / "out" / "compact.npz").read_bytes() == b"another export"
 
 
 def test_command_line_exports_or_says_one_line(tiny_finished_run, tmp_path):
