@@ -67,9 +67,9 @@ def test_a_config_file_registers_its_own_model_for_the_command_line(tmp_path):
     config_file = tmp_path / "my_config.py"
     config_file.write_text(
         "import optax\n"
-        "from imp_jax import models, optimizers\n"
-        "from tests.test_registries import Bottleneck\n"
-        "from tests.test_imp import tiny_config\n\n"
+        "from imp_jax.core import models, optimizers\n"
+        "from tests.helpers import tiny_config\n"
+        "from tests.run.test_registries import Bottleneck\n\n"
         "def get_config(arg=None):\n"
         "    models.register_model('bottleneck', lambda k, **_: Bottleneck(k))\n"
         "    optimizers.register_optimizer('signsgd', lambda hp: optax.scale_by_sign())\n"
