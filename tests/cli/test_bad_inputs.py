@@ -673,7 +673,7 @@ def test_a_model_too_large_for_the_memory_limit_stops_with_one_line(tmp_path: Pa
 # workers (tests/study/test_cluster.py::test_a_signal_stops_the_local_workers_for_real), three
 # processes preparing MNIST at once (tests/data/test_data_cache.py::
 # test_processes_preparing_one_dataset_take_turns), and SIGKILLs at random moments
-# (tests/test_soak.py).
+# (tests/cli/test_soak.py).
 
 # Enters preparation._preparing for a dataset in the data_dir argv[1], saying when it is inside.
 PREPARING = """
