@@ -67,10 +67,15 @@ def tiny_finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+# Fixtures that make a test slow: preparing MNIST takes about 45 s once per session (and the
+# tests train on it); the tiny finished run is a command-line run in a subprocess; a module's
+# ``reference`` is a whole run or sweep that others are compared with.
+SLOW_FIXTURES = ("mnist_tfds", "tiny_finished_run", "reference")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need MNIST are slow: preparing it takes about 45 s once per session, and
-    their runs train on it."""
+    """Marks the tests that use a :data:`SLOW_FIXTURES` fixture slow."""
     for item in items:
-        if "mnist_tfds" in getattr(item, "fixturenames", ()):
+        if set(SLOW_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 

@@ -1,26 +1,20 @@
 """Bad inputs through the command line: each stops with one clear ``error:`` line on stderr and
-leaves an existing run as it was; a torn metrics line and missing or unreadable checkpoints are
-recovered from instead (levels and the rewind point trained again, to the same state), and the
-advice of every message about them works when followed.
+leaves an existing run as it was; missing or unreadable checkpoints are recovered from instead
+(levels and the rewind point trained again, to the same state). Recovering from other damage,
+and following each message's advice: ``test_recovery.py``; several processes and upgrades:
+``test_many_processes.py``.
 
-The run directories are copies of the session's tiny finished run. "Disk full" is
-simulated in two ways that fail even for root (whom ``chmod`` does not stop): a run directory
-whose path runs through a regular file (ENOTDIR), and a file-size limit (``RLIMIT_FSIZE``, which
-root is subject to; Python then gets EFBIG) that a metrics append crosses in the middle of a run.
+The run directories are copies of the session's tiny finished run; a run directory whose path
+runs through a regular file (ENOTDIR) is one of the cases, a disk that fills up even for root.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,66 +22,20 @@ from pathlib import Path
 import pytest
 
 from experiments.harness import soak
-from imp_jax.run import driver
-from imp_jax.run.config import legacy_fingerprint, set_field
-from imp_jax.run.rundir import RunDir
-from tests.helpers import MNIST_ARCHIVES, ROOT, TINY_MIXTURE, run_cli
-
-MIXTURE = ["--config=configs/mixture_linear.py:smoke", *TINY_MIXTURE]
-LAST = 3  # the tiny run's last level (the smoke config's imp.levels)
-PROGRESS = LAST * (3 * 5 + 1) + 10  # its last in-level checkpoint: level 3, step 10 of 15
-# Runs experiments.run under a resource limit: python -c LIMITED RLIMIT_NAME VALUE ARGS... (set
-# in the child before exec: a fork of the test process, which runs JAX, could deadlock).
-LIMITED = ("import os, resource, sys; limit = getattr(resource, sys.argv.pop(1)); "
-           "n = int(sys.argv.pop(1)); resource.setrlimit(limit, (n, n)); "
-           "os.execv(sys.executable, [sys.executable, '-m', 'experiments.run', *sys.argv[1:]])")
-
-
-# What every start of a trainer changes: its lock, its log and where it stands.
-RUN_STATE = (".lock", "log.txt", "status.json")
-
-
-def digests(workdir: Path) -> dict[str, str]:
-    """Every file of a run directory but its figures and run-state files, by path (or the file
-    where it should be): what must stay intact."""
-    files = [workdir] if workdir.is_file() else sorted(workdir.rglob("*"))
-    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in files if p.is_file() and "plots" not in p.parts
-            and str(p.relative_to(workdir)) not in RUN_STATE}
-
-
-def rows(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def without_timing(rs: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rs]
-
-
-def error_line(out: subprocess.CompletedProcess) -> str:
-    """The one ``error:`` line of a failed run, checked to be its last line of stderr."""
-    assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
-    assert "Traceback" not in out.stderr, out.stderr[-3000:]
-    lines = out.stderr.strip().splitlines()
-    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines[-5:]
-    return lines[-1]
-
+from tests.cli.runs import (
+    LAST,
+    MIXTURE,
+    PROGRESS,
+    corrupt,
+    digests,
+    edit_config,
+    error_line,
+    rows,
+    unfinish,
+)
+from tests.helpers import MNIST_ARCHIVES, TINY_MIXTURE, run_cli
 
 # -- the table ---------------------------------------------------------------------------------
-
-
-def _corrupt(relative: str, how: str) -> Callable[[Path], None]:
-    """Truncates to half, overwrites with garbage, or deletes every file matching ``relative``."""
-    def corrupt(workdir: Path) -> None:
-        paths = sorted(workdir.glob(relative))
-        assert paths, relative
-        for p in paths:
-            if how == "delete":
-                p.unlink()
-            else:
-                p.write_bytes(p.read_bytes()[: p.stat().st_size // 2] if how == "truncate"
-                              else b"\x00garbage\xff" * 8)
-    return corrupt
 
 
 def _write(relative: str, text: str) -> Callable[[Path], None]:
@@ -118,28 +66,12 @@ def _garble_row(workdir: Path) -> None:
     (workdir / "metrics.jsonl").write_text("".join(lines))
 
 
-def _unfinish(workdir: Path) -> None:
-    """Makes the run look killed during its last level, after that level's step-10 checkpoint:
-    the level's own checkpoint and rows gone."""
-    shutil.rmtree(workdir / "checkpoints" / "levels" / str(LAST))
-    lines = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (workdir / "metrics.jsonl").write_text("".join(lines[:-2]))
-
-
 def _garble_rewind(workdir: Path) -> None:
     """Killed before the last level's first in-level checkpoint (so the level starts from the
     rewind point), and the rewind point damaged."""
-    _unfinish(workdir)
+    unfinish(workdir)
     shutil.rmtree(workdir / "checkpoints" / "progress" / str(PROGRESS))
-    _corrupt("checkpoints/rewind/0/state/d/*", "garbage")(workdir)
-
-
-def _edit_config(section: str, field: str, value: object) -> Callable[[Path], None]:
-    def edit(workdir: Path) -> None:
-        config = json.loads((workdir / "config.json").read_text())
-        config[section][field] = value
-        (workdir / "config.json").write_text(json.dumps(config))
-    return edit
+    corrupt("checkpoints/rewind/0/state/d/*", "garbage")(workdir)
 
 
 def _broken_config(workdir: Path) -> None:
@@ -274,11 +206,11 @@ CASES = [
          breaks=lambda workdir: None, module="experiments.report"),
     Case("report_after_hidden_edited", ("{workdir}", "--redraw"),
          "error: checkpoint {workdir}/checkpoints/levels/0 cannot be restored with the run's "
-         "config.json (", breaks=_edit_config("model", "hidden", [9]),
+         "config.json (", breaks=edit_config("model", "hidden", [9]),
          module="experiments.report"),
     Case("report_after_num_bins_edited", ("{workdir}", "--noplots"),
          "error: {workdir}: metric 'test_ece_10' is missing from the rows of level 0",
-         breaks=_edit_config("eval", "num_bins", 10), module="experiments.report"),
+         breaks=edit_config("eval", "num_bins", 10), module="experiments.report"),
     # Round three: many processes, upgrades, damaged checkpoints, and the smaller ones.
     Case("repeated_override_in_space_form_last_wins", ("--config.model.hidden", "(8,)",
                                                        "--config.model.hidden", "(0,)"),
@@ -333,7 +265,7 @@ CASES = [
          module="experiments.export", prepare=_earlier_export),
     Case("export_level_checkpoint_truncated", ("{workdir}", "--level=1", "--out={workdir}.out"),
          "error: checkpoint {workdir}/checkpoints/levels/1 is unreadable (",
-         breaks=_corrupt("checkpoints/levels/1/state/d/*", "truncate"),
+         breaks=corrupt("checkpoints/levels/1/state/d/*", "truncate"),
          module="experiments.export"),
     Case("export_level_checkpoint_deleted", ("{workdir}", "--level=1", "--out={workdir}.out"),
          "error: checkpoint {workdir}/checkpoints/levels/1 is missing; train it again with: "
@@ -345,7 +277,7 @@ CASES = [
          breaks=_delete("checkpoints/levels/0"), module="experiments.report"),
     Case("report_level_checkpoint_garbage", ("{workdir}", "--redraw"),
          "error: checkpoint {workdir}/checkpoints/levels/0 is unreadable (",
-         breaks=_corrupt("checkpoints/levels/0/state/manifest.ocdbt", "garbage"),
+         breaks=corrupt("checkpoints/levels/0/state/manifest.ocdbt", "garbage"),
          module="experiments.report"),
     Case("report_mistyped_run_directory", ("{workdir}-typo",),
          "error: {workdir}-typo does not exist (not started yet, or a mistyped path)",
@@ -374,18 +306,18 @@ def _delete_all(*relatives: str) -> Callable[[Path], None]:
 AGAIN = "; training level {level} again (its metrics rows are kept)"
 DAMAGES = [
     Damage("level_checkpoint_truncated",
-           _corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate"),
+           corrupt(f"checkpoints/levels/{LAST}/state/d/*", "truncate"),
            (f"checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
             AGAIN.format(level=LAST))),
     Damage("level_checkpoint_garbage",
-           _corrupt(f"checkpoints/levels/{LAST}/state/manifest.ocdbt", "garbage"),
+           corrupt(f"checkpoints/levels/{LAST}/state/manifest.ocdbt", "garbage"),
            (f"checkpoint {{workdir}}/checkpoints/levels/{LAST} is unreadable (",
             AGAIN.format(level=LAST))),
     Damage("level_checkpoint_piece_deleted",
-           _corrupt(f"checkpoints/levels/{LAST}/state/_METADATA", "delete"),
+           corrupt(f"checkpoints/levels/{LAST}/state/_METADATA", "delete"),
            (f"checkpoint {{workdir}}/checkpoints/levels/{LAST} is ", AGAIN.format(level=LAST))),
     Damage("dense_level_checkpoint_truncated",
-           _corrupt("checkpoints/levels/0/state/d/*", "truncate"),
+           corrupt("checkpoints/levels/0/state/d/*", "truncate"),
            ("checkpoint {workdir}/checkpoints/levels/0 is unreadable (", AGAIN.format(level=0))),
     Damage("dense_level_and_rewind_deleted",
            _delete_all("checkpoints/levels/0", "checkpoints/rewind"),
@@ -447,6 +379,7 @@ def outcomes(tiny_finished_run: Path, tmp_path_factory: pytest.TempPathFactory
                   for d in DAMAGES}}
 
 
+@pytest.mark.slow  # the cases run the command line in subprocesses
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_input_stops_with_one_line(case: Case, outcomes: dict[str, Future[Outcome]]
                                        ) -> None:
@@ -463,6 +396,7 @@ def test_there_are_at_least_twenty_bad_inputs() -> None:
     assert len(CASES) >= 20 and len(set(names)) == len(names)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda d: d.name)
 def test_damaged_checkpoints_are_trained_again(damage: Damage, tiny_finished_run: Path,
                                                outcomes: dict[str, Future[Outcome]]) -> None:
@@ -476,279 +410,3 @@ def test_damaged_checkpoints_are_trained_again(damage: Damage, tiny_finished_run
     assert soak.compare(tiny_finished_run, workdir).ok  # the same rows, masks and params
     status = json.loads((workdir / "status.json").read_text())
     assert (status["state"], status["level"]) == ("finished", LAST)
-
-
-# -- recovering --------------------------------------------------------------------------------
-
-
-def test_truncated_last_row_is_rewritten(tiny_finished_run: Path, tmp_path: Path) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    text = (workdir / "metrics.jsonl").read_text()
-    (workdir / "metrics.jsonl").write_text(text[: len(text) - 200])  # replicate 1 of level 3
-    out = run_cli(*MIXTURE, f"--workdir={workdir}")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "dropping a truncated last line" in out.stderr
-    assert without_timing(rows(workdir)) == without_timing(rows(tiny_finished_run))
-
-
-def test_unreadable_progress_checkpoint_restarts_the_level(tiny_finished_run: Path,
-                                                           tmp_path: Path) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    _unfinish(workdir)
-    _corrupt(f"checkpoints/progress/{PROGRESS}/state/d/*", "garbage")(workdir)
-    out = run_cli(*MIXTURE, f"--workdir={workdir}")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (f"checkpoint {workdir}/checkpoints/progress/{PROGRESS} is unreadable" in out.stderr
-            and f"restarting level {LAST} from its beginning" in out.stderr)
-    assert soak.compare(tiny_finished_run, workdir).ok  # the same rows, masks and params
-
-
-def follow(line: str, after: str) -> subprocess.CompletedProcess:
-    """Runs the ``python -m MODULE ARGS`` that ``line`` names after ``after``."""
-    command = line.split(after, 1)[1].split(" (its metrics rows are kept)")[0].split()
-    assert command[:2] == ["python", "-m"], line
-    return run_cli(*command[3:], module=command[2])
-
-
-@pytest.mark.parametrize("level", [0, 1])  # the dense level, and one the run reads only here
-def test_following_the_advice_for_an_unreadable_level(tiny_finished_run: Path, tmp_path: Path,
-                                                       level: int) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    _corrupt(f"checkpoints/levels/{level}/state/d/*", "truncate")(workdir)
-    export = (workdir, f"--level={level}", f"--out={tmp_path / 'out'}")
-    line = error_line(run_cli(*export, module="experiments.export"))
-    assert line.startswith(f"error: checkpoint {workdir}/checkpoints/levels/{level} is "
-                           f"unreadable (")
-    assert line.endswith(f"; delete that directory, then train it again with: python -m "
-                         f"experiments.run --workdir={workdir} (its metrics rows are kept)")
-    shutil.rmtree(workdir / "checkpoints" / "levels" / str(level))
-    out = follow(line, "then train it again with: ")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (f"checkpoint {workdir}/checkpoints/levels/{level} is missing; training level "
-            f"{level}") in out.stderr
-    assert rows(workdir) == rows(tiny_finished_run)  # kept, not written again
-    assert soak.compare(tiny_finished_run, workdir).ok  # retrained to the same masks and params
-    assert run_cli(*export, module="experiments.export").returncode == 0
-
-
-def test_following_the_advice_of_export_for_a_missing_level(tiny_finished_run: Path,
-                                                            tmp_path: Path) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    shutil.rmtree(workdir / "checkpoints" / "levels" / "2")
-    export = (workdir, "--level=2", f"--out={tmp_path / 'out'}")
-    line = error_line(run_cli(*export, module="experiments.export"))
-    out = follow(line, "train it again with: ")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert soak.compare(tiny_finished_run, workdir).ok
-    out = run_cli(*export, module="experiments.export")
-    assert out.returncode == 0 and "exported level 2 replicate 0" in out.stdout, out.stderr
-
-
-def test_following_the_advice_for_a_missing_level(tiny_finished_run: Path,
-                                                   tmp_path: Path) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    shutil.rmtree(workdir / "checkpoints" / "levels" / "0")
-    line = error_line(run_cli(workdir, "--redraw", module="experiments.report"))
-    assert line == (f"error: checkpoint {workdir}/checkpoints/levels/0 is missing; train it again "
-                    f"with: python -m experiments.run --workdir={workdir} (its metrics rows are "
-                    f"kept)")
-    out = follow(line, "train it again with: ")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert soak.compare(tiny_finished_run, workdir).ok
-    out = run_cli(workdir, "--redraw", module="experiments.report")
-    assert out.returncode == 0 and "wrote 12 figure files" in out.stderr, out.stderr[-3000:]
-
-
-def test_following_the_advice_for_an_edited_config(tiny_finished_run: Path,
-                                                   tmp_path: Path) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    _edit_config("model", "hidden", [9])(workdir)
-    line = error_line(run_cli(workdir, "--redraw", module="experiments.report"))
-    assert line.endswith("if config.json was edited, put back the config the run was trained "
-                         "with")
-    shutil.copy(tiny_finished_run / "config.json", workdir / "config.json")
-    out = run_cli(workdir, "--redraw", module="experiments.report")
-    assert out.returncode == 0, out.stderr[-3000:]
-
-
-def test_following_the_advice_of_export(tiny_finished_run: Path, tmp_path: Path) -> None:
-    export = (tiny_finished_run, f"--out={tmp_path}")
-    line = error_line(run_cli(*export, module="experiments.export"))
-    assert line.endswith("; give --level=N")
-    out = run_cli(*export, "--level=0", module="experiments.export")
-    assert out.returncode == 0 and (tmp_path / "compact.npz").is_file(), out.stderr[-3000:]
-    line = error_line(run_cli(*export, "--level=1", module="experiments.export"))
-    assert line.endswith("exists (an earlier export); give another --out, or --overwrite to "
-                         "replace it")
-    out = run_cli(*export, "--level=1", "--overwrite", module="experiments.export")
-    assert out.returncode == 0 and "exported level 1 replicate 0" in out.stdout
-
-
-def test_print_config_says_what_running_would_do(tiny_finished_run: Path, tmp_path: Path) -> None:
-    stored = RunDir(tiny_finished_run).stored_config()
-
-    def plan(run: Path = tiny_finished_run, **fields: object) -> str:
-        config = copy.deepcopy(stored)
-        for key, value in fields.items():
-            set_field(config, key, value)
-        return driver.plan(config, str(run))
-
-    same = "running it again changes nothing"
-    assert plan() == f"is finished (4 levels): reached imp.levels=3; {same}"
-    # Stopped by other conditions than the run's, as the run itself would be.
-    assert plan(**{"imp.levels": 2}) == f"is finished (4 levels): reached imp.levels=2; {same}"
-    assert plan(**{"imp.min_weights": 60, "imp.levels": 10}) == (
-        "is finished (4 levels): the next level would keep 38 prunable weights, fewer than "
-        f"imp.min_weights=60; {same}")
-    assert plan(**{"imp.levels": 5}) == (
-        "would resume at level 4, epoch 0, after 4 finished level(s)")
-    damaged = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, damaged)
-    shutil.rmtree(damaged / "checkpoints" / "levels" / "1")
-    assert plan(damaged) == ("is finished (4 levels): reached imp.levels=3; would train level(s) "
-                             "1 again (checkpoint missing)")
-    # Killed between the last level's checkpoint and its rows: the run writes them, then
-    # decides as for a finished run (the counts come from the saved masks).
-    unrecorded = tmp_path / "unrecorded"
-    shutil.copytree(tiny_finished_run, unrecorded)
-    lines = (unrecorded / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (unrecorded / "metrics.jsonl").write_text("".join(lines[:-2]))
-    write = f"would write the rows of level {LAST} from its checkpoint"
-    assert plan(unrecorded) == f"is finished (4 levels): reached imp.levels=3; {write}"
-    assert plan(unrecorded, **{"imp.min_weights": 60, "imp.levels": 10}) == (
-        "is finished (4 levels): the next level would keep 38 prunable weights, fewer than "
-        f"imp.min_weights=60; {write}")
-    assert plan(unrecorded, **{"imp.levels": 5}) == f"{write}, then resume at level 4"
-    out = run_cli(*MIXTURE, f"--workdir={unrecorded}")
-    assert out.returncode == 0 and "is finished (reached imp.levels=3)" in out.stderr, out.stderr
-    assert without_timing(rows(unrecorded)) == without_timing(rows(tiny_finished_run))
-
-
-def test_disk_full_mid_run_keeps_the_run_and_recovers(tiny_finished_run: Path,
-                                                      tmp_path: Path) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    size = (workdir / "metrics.jsonl").stat().st_size
-    # Extending the run to level 4: checkpoints and summary.json fit, but the rows of level 4
-    # cross the limit after 300 bytes, leaving a torn line.
-    args = [*MIXTURE, "--config.imp.levels=4", f"--workdir={workdir}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", LIMITED, "RLIMIT_FSIZE", str(size + 300),
-                          *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert (f"error: cannot write {workdir}/metrics.jsonl: [Errno 27] File too large"
-            in error_line(out))
-    assert (workdir / "metrics.jsonl").read_text()[:size] == (
-        tiny_finished_run / "metrics.jsonl").read_text()
-    assert (workdir / "checkpoints" / "levels" / "4").is_dir()
-    out = run_cli(*args)
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = rows(workdir)
-    assert got[:8] == rows(tiny_finished_run)
-    assert [(r["level"], r["replicate"]) for r in got[8:]] == [(4, 0), (4, 1)]
-
-
-def test_a_model_too_large_for_the_memory_limit_stops_with_one_line(tmp_path: Path) -> None:
-    # Under an address-space limit (ulimit -v) XLA:CPU blocked forever when the state did not
-    # fit; the run must say so before allocating it, and leave nothing behind.
-    workdir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run(
-        [sys.executable, "-c", LIMITED, "RLIMIT_AS", str(6 * 2**30), *MIXTURE,
-         "--config.model.hidden=(3000000,)", "--config.data.mixture_dim=100",
-         f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    line = error_line(out)
-    assert line.startswith("error: out of memory: a run of 2 replicate(s) needs at least ")
-    assert "the address-space limit (ulimit -v) leaves" in line
-    assert not workdir.exists()
-
-
-# -- round three: many processes, upgrades, partial figures ------------------------------------
-# Also in the catalogue, where they need more than a tiny run: a SIGTERM to a sweep's local
-# workers (tests/study/test_cluster.py::test_a_signal_stops_the_local_workers_for_real), three
-# processes preparing MNIST at once (tests/data/test_data_cache.py::
-# test_processes_preparing_one_dataset_take_turns), and SIGKILLs at random moments
-# (tests/cli/test_soak.py).
-
-# Enters preparation._preparing for a dataset in the data_dir argv[1], saying when it is inside.
-PREPARING = """
-import logging, sys, types
-logging.basicConfig(level=logging.INFO, format="%(message)s")
-from imp_jax.data import preparation
-builder = types.SimpleNamespace(name="mnist", version="3.0.1",
-                                data_dir=f"{sys.argv[1]}/mnist/3.0.1")
-with preparation._preparing(builder):
-    print("preparing", flush=True)
-"""
-
-
-def test_two_processes_preparing_one_dataset_take_turns(tmp_path: Path) -> None:
-    data_dir = tmp_path / "tfds"
-    data_dir.mkdir()
-    err = tmp_path / "stderr"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    with open(data_dir / ".mnist-3.0.1.imp_jax.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first process, preparing
-        with open(err, "w") as stderr:
-            second = subprocess.Popen([sys.executable, "-c", PREPARING, str(data_dir)], cwd=ROOT,
-                                      env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while "waiting for another process" not in err.read_text():
-                assert second.poll() is None and time.monotonic() < deadline, err.read_text()
-                time.sleep(0.1)
-            assert second.poll() is None  # it waits, and does not prepare beside the first
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    out, _ = second.communicate(timeout=60)
-    assert second.returncode == 0 and out == "preparing\n", err.read_text()[-3000:]
-    assert (f"waiting for another process preparing mnist in {data_dir} ..."
-            in err.read_text().splitlines())
-
-
-def test_a_run_named_by_an_earlier_version_is_reported_not_started_again(
-        tiny_finished_run: Path, tmp_path: Path) -> None:
-    # An upgrade that hashes other fields: the run lies under the name the old hash gave it.
-    config = RunDir(tiny_finished_run).stored_config()
-    old = Path("runs") / f"{config.name}-{legacy_fingerprint(config)}"
-    shutil.copytree(tiny_finished_run, tmp_path / old)
-    command = (f"--config={ROOT / 'configs' / 'mixture_linear.py'}:smoke", *TINY_MIXTURE)
-    out = run_cli(*command, "--print_config", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == (
-        f"{old} is finished (4 levels): reached imp.levels=3; running it again changes nothing")
-    out = run_cli(*command, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"the run of this config is in {old} (named by an earlier version)" in out.stderr
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [old.name]
-
-
-def test_partly_deleted_figures_are_drawn_again(tiny_finished_run: Path, tmp_path: Path) -> None:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_finished_run, workdir)
-    expected = sorted(p.name for p in (workdir / "plots").iterdir())
-    for name in ("ece_curve.pdf", "mixture_profile.png"):
-        (workdir / "plots" / name).unlink()  # a drawing killed half-way, or a hasty tidy-up
-    out = run_cli(workdir, module="experiments.report")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"{workdir}: wrote {len(expected)} figure files" in out.stderr
-    assert sorted(p.name for p in (workdir / "plots").iterdir()) == expected
-    (workdir / "plots" / "calibration.png").unlink()
-    out = run_cli(*MIXTURE, f"--workdir={workdir}")  # the run draws what is missing too
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"{workdir}: wrote {len(expected)} figure files" in out.stderr
-    out = run_cli(workdir, module="experiments.report")
-    assert f"{workdir}: the figures are up to date" in out.stderr, out.stderr[-3000:]
-
-
-def test_report_only_in_a_fresh_folder_says_not_started(tmp_path: Path) -> None:
-    out = run_cli("--report_only", f"--out={tmp_path / 'fresh'}", module="experiments.reproduce")
-    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
-    assert "unreadable" not in out.stderr, out.stderr[-3000:]
-    assert f"mixture_nu: {tmp_path / 'fresh' / 'mixture_nu'}: not started yet (no sweep.json)" \
-        in out.stderr, out.stderr[-3000:]

@@ -61,6 +61,7 @@ def small(request) -> tuple[models.nn.Module, dict]:
     return model, _probe(model, CIFAR)
 
 
+@pytest.mark.slow
 def test_cnn_output_shapes_for_cifar_and_mnist_inputs(small):
     model, probe = small
     assert probe["train_logits"].shape == probe["eval_logits"].shape == (4, 10)
@@ -79,6 +80,7 @@ def test_cnn_output_shapes_for_cifar_and_mnist_inputs(small):
         ("vgg16", {}, 14_724_042),
     ],
 )
+@pytest.mark.slow
 def test_full_size_models_by_abstract_evaluation(name, kwargs, count):
     model = models.make_model(name, 10, **kwargs)
     variables = jax.eval_shape(model.init, KEY, CIFAR)
@@ -146,6 +148,7 @@ def test_batch_stats_change_in_train_mode_only(small):
     assert not np.allclose(probe["train_first_alone"], probe["train_logits"][0])
 
 
+@pytest.mark.slow
 def test_valid_examples_alone_set_the_batch_statistics():
     """A partial batch padded with junk rows trains as if it held only its real examples."""
     model = SMALL["resnet"]
@@ -170,6 +173,7 @@ def test_valid_examples_alone_set_the_batch_statistics():
                                   fcn.apply(fcn_variables, MNIST))
 
 
+@pytest.mark.slow
 def test_jitted_vmapped_training_step():
     """What the trainer does: gradients of a train-mode loss over replicates, under jit."""
     model = SMALL["resnet"]

@@ -77,6 +77,7 @@ def test_epoch_order_is_a_permutation_per_replicate_and_epoch(problem):
     np.testing.assert_array_equal(a, tr.epoch_order(rng, 0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batching", train.REPLICATE_BATCHING)
 def test_replicates_match_single_runs(problem, batching):
     x, y = problem
@@ -94,6 +95,7 @@ def test_replicates_match_single_runs(problem, batching):
                            both.params["hidden_0"]["kernel"][1])
 
 
+@pytest.mark.slow
 def test_replicate_batchings_agree(problem):
     """vmap, unroll and map compute the same steps, and report per-replicate stats alike."""
     x, y = problem

@@ -195,6 +195,7 @@ def test_tensorflow_sees_no_gpu(mnist_tfds):
     assert tf.config.get_visible_devices("GPU") == []
 
 
+@pytest.mark.slow
 def test_tfds_loading_code_on_mock_data(tmp_path):
     """fashion_mnist is not on disk: tfds' mock serves random examples through the same code."""
     import tensorflow_datasets as tfds

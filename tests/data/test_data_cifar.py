@@ -13,6 +13,8 @@ from imp_jax.data import datasets, preparation, tasks
 KEY = jax.random.key(0)
 CIFAR10 = tasks.get("cifar10").stats
 
+pytestmark = pytest.mark.slow  # tfds' mock CIFAR-10 takes about 20 s to serve
+
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict:

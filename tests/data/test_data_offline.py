@@ -43,6 +43,7 @@ def test_archives_in_tfds_own_manual_folder_are_used(tmp_path, monkeypatch):
     assert used == [manual]
 
 
+@pytest.mark.slow
 def test_offline_without_archives_fails_in_seconds_with_one_line(tmp_path, monkeypatch):
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)

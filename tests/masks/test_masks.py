@@ -37,6 +37,7 @@ def _flat_kernels(tree):
     return np.concatenate([np.asarray(v["kernel"]).ravel() for v in tree.values()])
 
 
+@pytest.mark.slow
 @given(param_trees(), st.sampled_from([0.0, 0.1, 0.2, 0.5, 0.9]), st.integers(1, 5))
 @SETTINGS
 def test_counts_follow_ceil_rule_and_pruned_stays_pruned(params, fraction, rounds):
@@ -56,6 +57,7 @@ def test_counts_follow_ceil_rule_and_pruned_stays_pruned(params, fraction, round
         assert np.all(np.asarray(layer["bias"]))
 
 
+@pytest.mark.slow
 @given(param_trees(), st.sampled_from([0.2, 0.5, 0.8]))
 @SETTINGS
 def test_global_pruning_removes_smallest_magnitudes_across_layers(params, fraction):
@@ -117,6 +119,7 @@ def test_vmap_with_ties_matches_eager():
         chex.assert_trees_all_equal(batched["a"]["kernel"][i], expected["a"]["kernel"])
 
 
+@pytest.mark.slow
 @given(param_trees(), st.sampled_from([0.2, 0.5]))
 @SETTINGS
 def test_layerwise_prunes_same_fraction_per_layer(params, fraction):
@@ -129,6 +132,7 @@ def test_layerwise_prunes_same_fraction_per_layer(params, fraction):
             assert w[~kept].max() <= w[kept].min()
 
 
+@pytest.mark.slow
 def test_random_pruning_counts_and_key_dependence():
     params = {"a": {"kernel": jnp.ones((20, 30))}, "b": {"kernel": jnp.ones((30, 10))}}
     mask = masks.ones_like(params)
@@ -397,6 +401,7 @@ def test_non_array_leaves_are_passed_through():
 # -- pruning to a target sparsity --------------------------------------------------------------
 
 
+@pytest.mark.slow
 @given(param_trees(), st.sampled_from([0.0, 0.3, 0.5, 0.9]))
 @settings(max_examples=6, deadline=None)
 def test_prune_to_from_dense_is_prune_global(params, sparsity):
@@ -471,6 +476,7 @@ def _rigl_erk(shapes, keep, power=1.0):
         dense |= {i for i in range(len(sizes)) if raw[i] == top}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparsity,power", [(0.9, 1.0), (0.5, 1.0), (0.8, 0.5), (0.7, 0.0)])
 def test_erk_follows_rigl_and_hits_the_global_target(sparsity, power):
     shapes = [(3, 3, 3, 8), (3, 3, 8, 16), (2, 2), (144, 10)]  # (2, 2) ends up dense at 0.5
@@ -490,6 +496,7 @@ def test_erk_follows_rigl_and_hits_the_global_target(sparsity, power):
         assert kept[2] == 4
 
 
+@pytest.mark.slow
 def test_prune_to_vmaps_over_replicates():
     params = {"a": {"kernel": jax.random.normal(jax.random.key(0), (3, 8, 6))},
               "b": {"kernel": jax.random.normal(jax.random.key(1), (3, 6, 2))}}

@@ -79,6 +79,7 @@ def test_linen_train_state():
     assert masks.summary(new).remaining == 128 - 64 - 32
 
 
+@pytest.mark.slow
 def test_wrap_optax_matches_masked_optimizer_bitwise():
     """Given masked params, wrap_optax computes what the driver's masked_optimizer does."""
     state = _linen_state(optax.sgd(0.1))
@@ -149,6 +150,7 @@ def test_nnx_optimizer():
 
 @pytest.mark.skipif(importlib.util.find_spec("equinox") is None,
                     reason="equinox is not installed: pip install -e '.[test]' brings it")
+@pytest.mark.slow
 def test_equinox_loop():
     import equinox as eqx
 

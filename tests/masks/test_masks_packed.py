@@ -40,6 +40,7 @@ def _arrays(tree):
     return [x for x in jax.tree_util.tree_leaves(tree) if isinstance(x, jax.Array)]
 
 
+@pytest.mark.slow
 @given(mask_trees())
 @SETTINGS
 def test_round_trip_is_exact(mask):
@@ -101,6 +102,7 @@ def test_vmap_over_replicates():
     chex.assert_trees_all_equal(again(params, packed), again(params, stacked))
 
 
+@pytest.mark.slow
 def test_mask_functions_take_packed_masks():
     rng = np.random.default_rng(2)
     params = {"d": {"kernel": jnp.asarray(rng.normal(size=(9, 13)), jnp.float32),
@@ -170,6 +172,7 @@ def _step(state):
     return state.apply_gradients(grads=jax.grad(loss)(state.params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inner", ["momentum_and_decay", "adamw"])
 def test_packed_trains_bitwise_as_unpacked(inner):
     def make_tx():
@@ -255,6 +258,7 @@ def _nnx_step(model, optimizer):
     optimizer.update(model, nnx.grad(loss)(model))
 
 
+@pytest.mark.slow
 def test_nnx_optimizer_packed_matches_unpacked():
     out = []
     for packed in (False, True):

@@ -69,6 +69,7 @@ def _imp_mask(params, levels: int, fraction: float = 0.4):
     return mask
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", export.FORMATS)
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("kind", ["random", "magnitude"])
@@ -114,6 +115,7 @@ def test_a_unit_that_reaches_nothing_is_dropped():
     assert export.compact(params, mask, state).shape == "64-27-16-10"
 
 
+@pytest.mark.slow
 def test_resnet_drops_dead_inner_channels_and_keeps_the_residual_stream():
     model, x, params, state = _variables("resnet")
     mask = masks.ones_like(params)

@@ -29,6 +29,7 @@ def test_curves_of_a_single_level_and_a_wide_weight_range(tmp_path):
     assert_written(run_plots.sdd_curve(rows, tmp_path, name="wide"), tmp_path, "wide")
 
 
+@pytest.mark.slow
 def test_calibration(tmp_path):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 300, 3)) * 3
@@ -55,6 +56,7 @@ def test_profile_line_passes_through_the_centres(task):
     assert [round(p0[np.flatnonzero(np.isclose(t, s))[0]]) for s in ticks] == expected
 
 
+@pytest.mark.slow
 def test_mixture_figures(tmp_path):
     t, x, ticks = run_plots.profile_line("xor", 1.0, 4, num=50)
     p_true = np.asarray(mixtures.true_probs("xor", 1.0, x))[:, 0]

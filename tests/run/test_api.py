@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from imp_jax import api
@@ -27,6 +28,7 @@ def _arrays(n=256, d=8, seed=0):
     return x[:n], y[:n], x[n:], y[n:]
 
 
+@pytest.mark.slow
 def test_imp_on_my_model_arrays_and_optimizer_resumes(tmp_path):
     arrays = _arrays()
     fields = {"train.epochs": 3, "train.batch_size": 32, "imp.levels": 2, "replicates": 2,
@@ -49,6 +51,7 @@ def test_imp_on_my_model_arrays_and_optimizer_resumes(tmp_path):
     assert again.rows == result.rows
 
 
+@pytest.mark.slow
 def test_without_an_optimizer_the_config_trains(tmp_path):
     result = api.run_imp(TwoLayer(), _arrays(), str(tmp_path), name="plain_sgd",
                          **{"train.epochs": 2, "train.batch_size": 32, "imp.levels": 1,
@@ -69,6 +72,7 @@ class NnxTwoLayer(nnx.Module):
         return self.out(nnx.relu(self.hidden(x)))
 
 
+@pytest.mark.slow
 def test_an_nnx_model_runs_through_the_linen_bridge(tmp_path):
     result = api.run_imp(nnx.bridge.to_linen(NnxTwoLayer, 8, 3), _arrays(), str(tmp_path),
                          optimizer=optax.adam(1e-2), name="nnx_two_layer",

@@ -124,6 +124,7 @@ def test_resume_equals_uninterrupted(experiment, reference, tmp_path, monkeypatc
                                 final_state(experiment, ref_dir, 3))
 
 
+@pytest.mark.slow
 def test_later_levels_do_not_recompile(tmp_path, monkeypatch):
     # A model shape no other test uses, so that levels 0 and 1 really compile.
     experiment = driver.build(tiny_config(**{"model.hidden": (9,)}))
@@ -144,6 +145,7 @@ def test_later_levels_do_not_recompile(tmp_path, monkeypatch):
     assert at_record[1] == at_record[2] == at_record[3], at_record  # levels 2, 3: no compile
 
 
+@pytest.mark.slow
 def test_stop_on_min_weights(tmp_path):
     exp = driver.build(tiny_config(**{"imp.levels": 50, "imp.min_weights": 40}))
     summary = run(exp, tmp_path)
@@ -181,6 +183,7 @@ def test_rewind_to_iteration_saves_that_point(tmp_path):
     assert meta["step"] == 10 and np.all(np.asarray(point.step) == 10)
 
 
+@pytest.mark.slow
 def test_controls_keep_the_sparsity_but_change_the_weights(reference, tmp_path):
     """Random re-initialisation and random pruning: same sparsity as the IMP ticket, other
     weights."""
@@ -244,6 +247,7 @@ def test_run_directory_of_an_older_version_still_opens(experiment, reference, tm
     assert run(experiment, old) == summary  # and the run is recognised as finished
 
 
+@pytest.mark.slow
 def test_sigterm_mid_level_says_where_it_resumes(experiment, reference, tmp_path, monkeypatch,
                                                  caplog):
     original = driver.Progress.epoch_end
@@ -279,6 +283,7 @@ def test_sigterm_mid_level_says_where_it_resumes(experiment, reference, tmp_path
     assert status["state"] == "finished" and status["level_finished"] and status["level"] == 3
 
 
+@pytest.mark.slow
 def test_stop_after_minimum_stops_that_many_levels_past_the_best(tmp_path, monkeypatch,
                                                                   caplog):
     """The driver stops where ``analysis.levels_past_best`` says the best pruned model lies
@@ -311,6 +316,7 @@ def test_levels_past_best_reads_the_mean_test_error():
     assert analysis.levels_past_best(rows[:6]) is None  # not yet risen after the minimum
 
 
+@pytest.mark.slow
 def test_a_missing_level_and_a_damaged_rewind_point_are_made_again(tmp_path, caplog):
     exp = driver.build(tiny_config(**{"imp.rewind": "10it", "imp.levels": 2}))
     reference, damaged = tmp_path / "reference", tmp_path / "damaged"

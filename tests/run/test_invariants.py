@@ -21,6 +21,8 @@ from configs import mixture_linear
 from tests import saved_runs
 from tests.saved_runs import SavedRun, SaveSpy
 
+pytestmark = pytest.mark.slow  # four tiny IMP runs, made by the module's fixtures
+
 # The runs: rewinding to the initial weights (2 replicates, the exact count) and to step 3,
 # mid-epoch (1 replicate, the reference code's count with the output layer kept dense); the
 # two controls.
@@ -103,6 +105,7 @@ def expected_removed(run: SavedRun, before: dict[str, np.ndarray]) -> int:
     return math.ceil(c.fraction * prunable)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(REWIND_STEP))
 def test_every_level_starts_from_the_masked_rewind_point(runs, name):
     run, _ = runs[name]

@@ -47,6 +47,7 @@ def test_unregistered_names_are_refused_naming_the_field():
         validate(tiny_config(**{"train.optimizer": "momentum", "train.momentum": 0.0}))
 
 
+@pytest.mark.slow
 def test_a_registered_model_and_optimizer_run_two_levels_and_resume(tmp_path):
     _register()
     config = tiny_config(**{"model.name": "bottleneck", "train.optimizer": "signsgd",

@@ -19,6 +19,8 @@ from imp_jax.run import experiment
 from tests import saved_runs
 from tests.saved_runs import SavedRun
 
+pytestmark = pytest.mark.slow  # IMP runs, made by the module's fixtures
+
 # The mixture run first: the MNIST one prepares MNIST (slow).
 RUNS = ["mixture", pytest.param("mnist", marks=pytest.mark.slow)]
 
@@ -41,6 +43,7 @@ def mixture_run(tiny_finished_run) -> SavedRun:
     return saved_runs.load(tiny_finished_run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", RUNS)
 def test_every_row_recomputed_from_the_saved_state(which, request):
     run: SavedRun = request.getfixturevalue(f"{which}_run")

@@ -50,6 +50,7 @@ def assert_like_reference(sweep_dir, reference):
         assert results(sweep_dir / f"width={width}") == results(reference / f"width={width}")
 
 
+@pytest.mark.slow
 def test_workers_divide_the_points_and_take_over_a_killed_one(reference, tmp_path):
     sweep_dir = tmp_path / "sweep"
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
@@ -87,6 +88,7 @@ def test_workers_divide_the_points_and_take_over_a_killed_one(reference, tmp_pat
     assert_like_reference(sweep_dir, reference)
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_the_workers_as_jobs(reference, tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = python("experiments.sweep", *FLAGS, f"--sweep_dir={sweep_dir}", "--launcher=local",
@@ -179,6 +181,7 @@ def sweep_command(env, *flags):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_slurm_launcher_submits_a_job_array(tmp_path):
     out = sweep_command(fake_slurm(tmp_path), f"--sweep_dir={tmp_path / 'sweep'}",
                         "--launcher=slurm", "--workers=3", "--slurm.partition=gpu",
@@ -194,6 +197,7 @@ def test_slurm_launcher_submits_a_job_array(tmp_path):
     assert (tmp_path / "sweep" / "sweep.json").exists()  # claimed before submitting
 
 
+@pytest.mark.slow
 def test_bad_launches_stop_before_anything_is_submitted(tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no srun here
     out = sweep_command(env, f"--sweep_dir={tmp_path / 'sweep'}", "--launcher=slurm")
@@ -219,6 +223,7 @@ class KilledError(Exception):
     """Stands in for a kill."""
 
 
+@pytest.mark.slow
 def test_status_of_a_half_finished_sweep(tmp_path, monkeypatch):
     original = driver.Run._level_start
 

@@ -1,10 +1,13 @@
 """Workers of a study share out the points of all its sweeps: one passes to the next sweep as soon
 as the current one has no point left for it."""
 
+import pytest
+
 from imp_jax.study import cluster, sweep
 from tests.helpers import finished, tiny_sweep
 
 
+@pytest.mark.slow
 def test_a_worker_runs_every_sweep_it_is_given(tmp_path):
     first, second = tiny_sweep(), tiny_sweep()
     first.sweep.width, second.sweep.width = (4,), (6, 8)

@@ -235,6 +235,7 @@ def test_killed_command_line_sweep_resumes(reference, tmp_path):
     assert len(list((sweep_dir / "plots").iterdir())) == 2 * len(figures)
 
 
+@pytest.mark.slow
 def test_bad_command_line_sweep_stops_before_any_point(tmp_path):
     proc = python("experiments.sweep", *TINY_FLAGS, "--config.sweep.overrides="
                   "(('width>4','train.lr',-1.0),)", f"--sweep_dir={tmp_path / 'sweep'}")
