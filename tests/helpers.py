@@ -7,6 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from flax.training.train_state import TrainState
+
 from configs import mixture_linear, mixture_linear_widths
 from imp_jax.study import sweep as sweep_cli
 
@@ -125,3 +132,48 @@ def tiny_config(**overrides):
         section, field = key.split(".")
         c[section][field] = value
     return c
+
+
+# -- the mask library's toy training loops (tests/masks) -------------------------------------
+
+# A small two-class problem that the loops train on.
+X = jax.random.normal(jax.random.key(1), (32, 6))
+Y = (X[:, 0] * X[:, 1] > 0).astype(jnp.int32)
+
+
+def linen_state(tx: optax.GradientTransformation, hidden: int = 16) -> TrainState:
+    """A flax linen TrainState of a 6-``hidden``-2 MLP with the optimizer ``tx``."""
+    model = nn.Sequential([nn.Dense(hidden), nn.relu, nn.Dense(2)])
+    params = model.init(jax.random.key(0), X)["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+@jax.jit
+def linen_step(state: TrainState) -> TrainState:
+    """One full-batch step of ``state`` on (X, Y)."""
+    def loss(params):
+        logits = state.apply_fn({"params": params}, X)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
+
+    return state.apply_gradients(grads=jax.grad(loss)(state.params))
+
+
+class NNXModel(nnx.Module):
+    """A 6-16-2 MLP in flax NNX."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(6, 16, rngs=rngs)
+        self.out = nnx.Linear(16, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+@nnx.jit
+def nnx_step(model: NNXModel, optimizer: nnx.Optimizer) -> None:
+    """One full-batch step of ``model`` on (X, Y), in place."""
+    def loss(model):
+        return optax.softmax_cross_entropy_with_integer_labels(model(X), Y).mean()
+
+    optimizer.update(model, nnx.grad(loss)(model))
+

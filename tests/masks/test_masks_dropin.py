@@ -6,19 +6,15 @@ weights pruned by a new mask land on zero at the next step."""
 import importlib.util
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
-from flax.training.train_state import TrainState
 
 from imp_jax import masks
-
-X = jax.random.normal(jax.random.key(1), (32, 6))
-Y = (X[:, 0] * X[:, 1] > 0).astype(jnp.int32)
+from tests.helpers import NNXModel, X, Y, linen_state, linen_step, nnx_step
 
 
 def _momentum_and_decay() -> optax.GradientTransformation:
@@ -44,28 +40,13 @@ def _trace(opt_state):
 # -- flax linen TrainState ----------------------------------------------------------------------
 
 
-def _linen_state(tx):
-    model = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(2)])
-    params = model.init(jax.random.key(0), X)["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-
-
-@jax.jit
-def _linen_step(state):
-    def loss(params):
-        logits = state.apply_fn({"params": params}, X)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
-
-    return state.apply_gradients(grads=jax.grad(loss)(state.params))
-
-
 def test_linen_train_state():
-    dense = _linen_state(optax.sgd(0.1))
+    dense = linen_state(optax.sgd(0.1))
     mask = masks.prune_global(dense.params, masks.ones_like(dense.params), 0.5)
-    state = _linen_state(masks.wrap_optax(_momentum_and_decay(), mask))
+    state = linen_state(masks.wrap_optax(_momentum_and_decay(), mask))
     state = state.replace(params=masks.apply_mask(state.params, mask))
     for _ in range(5):
-        state = _linen_step(state)
+        state = linen_step(state)
     _assert_pruned_zero(state.params, mask)
     chex.assert_trees_all_equal(masks.get_mask(state.opt_state), mask)
 
@@ -74,7 +55,7 @@ def test_linen_train_state():
     new = masks.prune_global(state.params, mask, 0.5)
     opt_state = masks.set_mask(state.opt_state, new)
     chex.assert_trees_all_equal(_trace(opt_state), _trace(state.opt_state))
-    state = _linen_step(state.replace(opt_state=opt_state))
+    state = linen_step(state.replace(opt_state=opt_state))
     _assert_pruned_zero(state.params, new)
     assert masks.summary(new).remaining == 128 - 64 - 32
 
@@ -82,7 +63,7 @@ def test_linen_train_state():
 @pytest.mark.slow
 def test_wrap_optax_matches_masked_optimizer_bitwise():
     """Given masked params, wrap_optax computes what the driver's masked_optimizer does."""
-    state = _linen_state(optax.sgd(0.1))
+    state = linen_state(optax.sgd(0.1))
     mask = masks.prune_global(state.params, masks.ones_like(state.params), 0.7)
     params = masks.apply_mask(state.params, mask)
     wrapped, driver = masks.wrap_optax(_momentum_and_decay(), mask), \
@@ -106,32 +87,15 @@ def test_wrap_optax_matches_masked_optimizer_bitwise():
 # -- flax NNX ----------------------------------------------------------------------------------
 
 
-class _NNXModel(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(6, 16, rngs=rngs)
-        self.out = nnx.Linear(16, 2, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-@nnx.jit
-def _nnx_step(model, optimizer):
-    def loss(model):
-        return optax.softmax_cross_entropy_with_integer_labels(model(X), Y).mean()
-
-    optimizer.update(model, nnx.grad(loss)(model))
-
-
 def test_nnx_optimizer():
-    model = _NNXModel(nnx.Rngs(0))
+    model = NNXModel(nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)
     mask = masks.prune_to(params, masks.ones_like(params), 0.5)
     nnx.update(model, masks.apply_mask(params, mask))
     optimizer = nnx.Optimizer(model, masks.wrap_optax(_momentum_and_decay(), mask),
                               wrt=nnx.Param)
     for _ in range(5):
-        _nnx_step(model, optimizer)
+        nnx_step(model, optimizer)
     _assert_pruned_zero(nnx.state(model, nnx.Param), mask)
 
     new = masks.prune_to(nnx.state(model, nnx.Param), mask, 0.75)
@@ -140,7 +104,7 @@ def test_nnx_optimizer():
     chex.assert_trees_all_equal(nnx.as_pure(_trace(optimizer.opt_state)), before)
     chex.assert_trees_all_equal(nnx.as_pure(masks.get_mask(optimizer.opt_state)),
                                 nnx.as_pure(new))
-    _nnx_step(model, optimizer)
+    nnx_step(model, optimizer)
     _assert_pruned_zero(nnx.state(model, nnx.Param), new)
     assert masks.summary(new).remaining == 128 - 96
 

@@ -4,7 +4,6 @@ wrap_optax(..., packed=True), which must train exactly as the unpacked optimizer
 import math
 
 import chex
-import flax.linen as nn
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
@@ -13,16 +12,12 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx, serialization
-from flax.training.train_state import TrainState
 from hypothesis import given, settings
 
 from imp_jax import masks
+from tests.helpers import NNXModel, linen_state, linen_step, nnx_step
 
 SETTINGS = settings(max_examples=12, deadline=None)
-
-X = jax.random.normal(jax.random.key(1), (32, 6))
-Y = (X[:, 0] * X[:, 1] > 0).astype(jnp.int32)
-
 
 @st.composite
 def mask_trees(draw):
@@ -157,21 +152,6 @@ def test_orbax_and_flax_serialization(tmp_path):
 # -- wrap_optax(..., packed=True) ---------------------------------------------------------------
 
 
-def _train_state(tx):
-    model = nn.Sequential([nn.Dense(13), nn.relu, nn.Dense(2)])
-    params = model.init(jax.random.key(0), X)["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-
-
-@jax.jit
-def _step(state):
-    def loss(params):
-        logits = state.apply_fn({"params": params}, X)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
-
-    return state.apply_gradients(grads=jax.grad(loss)(state.params))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("inner", ["momentum_and_decay", "adamw"])
 def test_packed_trains_bitwise_as_unpacked(inner):
@@ -180,20 +160,20 @@ def test_packed_trains_bitwise_as_unpacked(inner):
             return optax.adamw(1e-2, weight_decay=1e-2)
         return optax.chain(optax.add_decayed_weights(1e-2), optax.sgd(0.1, momentum=0.9))
 
-    params = _train_state(optax.sgd(0.1)).params
+    params = linen_state(optax.sgd(0.1), hidden=13).params
     mask = masks.prune_global(params, masks.ones_like(params), 0.5)
-    states = [_train_state(masks.wrap_optax(make_tx(), mask, packed=packed))
+    states = [linen_state(masks.wrap_optax(make_tx(), mask, packed=packed), hidden=13)
               for packed in (False, True)]
     states = [s.replace(params=masks.apply_mask(s.params, mask)) for s in states]
     for level in range(3):
-        states = [_step(_step(_step(s))) for s in states]
+        states = [linen_step(linen_step(linen_step(s))) for s in states]
         # Prune without masking the params: the next step lands the pruned weights on zero.
         mask = masks.prune_global(states[0].params, mask, 0.4)
         states = [s.replace(opt_state=masks.set_mask(s.opt_state, mask)) for s in states]
         if level == 1:  # set_mask takes a packed mask as well
             states[1] = states[1].replace(
                 opt_state=masks.set_mask(states[1].opt_state, masks.pack(mask)))
-    states = [_step(s) for s in states]
+    states = [linen_step(s) for s in states]
     unpacked, packed = states
     chex.assert_trees_all_equal(packed.params, unpacked.params)
     chex.assert_trees_all_equal(packed.opt_state.inner_state, unpacked.opt_state.inner_state)
@@ -208,7 +188,7 @@ def test_packed_trains_bitwise_as_unpacked(inner):
 
 
 def test_set_mask_on_a_packed_state(tmp_path):
-    state = _train_state(masks.wrap_optax(optax.sgd(0.1, momentum=0.9), packed=True))
+    state = linen_state(masks.wrap_optax(optax.sgd(0.1, momentum=0.9), packed=True), hidden=13)
     mask = masks.get_mask(state.opt_state)
     assert all(bool(jnp.all(m)) for m in jax.tree_util.tree_leaves(mask))
     new = masks.prune_global(state.params, mask, 0.5)
@@ -219,7 +199,7 @@ def test_set_mask_on_a_packed_state(tmp_path):
     bad = {**new, "layers_2": {**new["layers_2"], "kernel": jnp.ones((2, 13), bool)}}
     with pytest.raises(ValueError, match="shape"):
         masks.set_mask(opt_state, bad)
-    state = _step(state.replace(opt_state=opt_state))
+    state = linen_step(state.replace(opt_state=opt_state))
     chex.assert_trees_all_equal(masks.get_mask(state.opt_state), new)
 
     # Orbax saves and restores the train state with its packed mask.
@@ -232,7 +212,7 @@ def test_set_mask_on_a_packed_state(tmp_path):
 
 
 def test_masked_optimizer_takes_a_packed_mask():
-    params = _train_state(optax.sgd(0.1)).params
+    params = linen_state(optax.sgd(0.1), hidden=13).params
     mask = masks.prune_global(params, masks.ones_like(params), 0.5)
     opt = masks.masked_optimizer(optax.sgd(0.1, momentum=0.9))
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
@@ -241,39 +221,22 @@ def test_masked_optimizer_takes_a_packed_mask():
                                            masks=masks.pack(mask)))
 
 
-class _NNXModel(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(6, 16, rngs=rngs)
-        self.out = nnx.Linear(16, 2, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-@nnx.jit
-def _nnx_step(model, optimizer):
-    def loss(model):
-        return optax.softmax_cross_entropy_with_integer_labels(model(X), Y).mean()
-
-    optimizer.update(model, nnx.grad(loss)(model))
-
-
 @pytest.mark.slow
 def test_nnx_optimizer_packed_matches_unpacked():
     out = []
     for packed in (False, True):
-        model = _NNXModel(nnx.Rngs(0))
+        model = NNXModel(nnx.Rngs(0))
         params = nnx.state(model, nnx.Param)
         mask = masks.prune_to(params, masks.ones_like(params), 0.5)
         nnx.update(model, masks.apply_mask(params, mask))
         optimizer = nnx.Optimizer(model, masks.wrap_optax(optax.adamw(1e-2), mask, packed=packed),
                                   wrt=nnx.Param)
         for _ in range(3):
-            _nnx_step(model, optimizer)
+            nnx_step(model, optimizer)
         mask = masks.prune_to(nnx.state(model, nnx.Param), mask, 0.75)
         optimizer.opt_state = masks.set_mask(optimizer.opt_state, mask)
         for _ in range(3):
-            _nnx_step(model, optimizer)
+            nnx_step(model, optimizer)
         chex.assert_trees_all_equal(nnx.as_pure(masks.get_mask(optimizer.opt_state)),
                                     nnx.as_pure(mask))
         out.append(nnx.as_pure(nnx.state(model, nnx.Param)))
