@@ -295,6 +295,12 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
       ValueError: no rows, or a row lacks a required metric or a weight count
         (``remaining_weights``, ``prunable_remaining``, ``total_weights``, ``prunable_total``).
     """
+    return run_summary(rows, num_bins=num_bins, finished=finished).to_json()
+
+
+def run_summary(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
+                ) -> RunSummary:
+    """:func:`summarise` as a typed record (the same ValueErrors)."""
     rows = list(rows)
     skipped = sorted({r["replicate"] for r in rows if r.get("diverged")})
     rows = [r for r in rows if r["replicate"] not in skipped]
@@ -331,7 +337,7 @@ def summarise(rows: Iterable[Row], *, num_bins: int = 15, finished: bool = False
         landmarks=landmarks,
         skipped_replicates=skipped,
         extra=extra,
-    ).to_json()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +383,7 @@ def study_record(values: Mapping[str, float], runs: Sequence[Sequence[Row]], *,
       ValueError: no rows, or a row lacks a metric :func:`summarise` needs.
     """
     rows = [row for run in runs for row in run]
-    summary = RunSummary.from_json(summarise(rows, num_bins=num_bins))
+    summary = run_summary(rows, num_bins=num_bins)
     sizes = np.asarray([m["remaining_weights"] for run in runs if run
                         for m in replicate_minima(run) if m["level"] is not None],
                        dtype=np.float64)

@@ -37,7 +37,7 @@ import ml_collections
 
 from imp_jax import export
 from imp_jax.core import analysis, row_metrics
-from imp_jax.core.records import ModelRecord, RunSummary, Stat, StudyRecord
+from imp_jax.core.records import ModelRecord, Stat, StudyRecord
 from imp_jax.data import tasks
 from imp_jax.plots import run as run_plots
 from imp_jax.plots import study as study_plots
@@ -96,7 +96,7 @@ def table_rows(run: str, rows: list[dict[str, Any]], num_bins: int) -> list[dict
     """One record per compared model of a run: run, model, level, weights and, per metric
     column, ``(mean, std)`` or None where the run lacks the metric. While the minimum is not
     reached, the best pruned model's record says so and holds no values."""
-    summary = RunSummary.from_json(analysis.summarise(rows, num_bins=num_bins))
+    summary = analysis.run_summary(rows, num_bins=num_bins)
     records = []
     for key in ("dense", "best", *(["best_val"] if "best_val" in summary.models else [])):
         model = summary.models.get(key)
